@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make run` and `make test`.
+# Each sets up what it needs: a virtual environment, torch==2.13.0 (CPU build) before
+# anything else, then the project and its test tools.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first: pinning it before the rest keeps pip from pulling a multi-GB CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/omniflex flex demo --out runs/flex-demo
+
+test: $(STAMP)
+	$(BIN)/ruff check omniflex tests benchmarks
+	$(BIN)/ruff format --check omniflex tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix omniflex tests benchmarks
+	$(BIN)/ruff format omniflex tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/omniflex bench flex --json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,66 @@
+"""Flexpoint (flex16+5) training for any PyTorch model.
+
+Quick start::
+
+    from omniflex.flex import FlexConfig, FlexSGD, convert_to_flex, flex_disabled
+
+    model = convert_to_flex(model, config=FlexConfig.from_recipe_name("flex16+5"))
+    opt = FlexSGD(model.parameters(), lr=0.1, momentum=0.9)   # build after converting
+    ...
+    with flex_disabled(model):                               # float32 evaluation
+        evaluate(model)
+"""
+
+from omniflex.flex.autoflex import AutoflexConfig, AutoflexState
+from omniflex.flex.config import RECIPES, FlexConfig
+from omniflex.flex.convert import convert_to_flex, flex_disabled, flex_modules, flex_states
+from omniflex.flex.errors import (
+    FlexConversionError,
+    FlexError,
+    FlexNonFiniteError,
+    FlexTypeError,
+)
+from omniflex.flex.format import FlexFormat, FlexTensor
+from omniflex.flex.kernels import QuantizeOutput, quantize_reference, quantize_tensor
+from omniflex.flex.modules import FlexConv2d, FlexEmbedding, FlexLinear, FlexMatmul, FlexModule
+from omniflex.flex.ops import FlexOp, flex_bmm, flex_conv2d, flex_embedding, flex_linear, flex_matmul
+from omniflex.flex.optim import FlexAdam, FlexSGD
+from omniflex.flex.telemetry import FlexTelemetry, plot_telemetry, read_telemetry
+from omniflex.flex.weight import FlexWeight
+
+__all__ = [
+    "RECIPES",
+    "AutoflexConfig",
+    "AutoflexState",
+    "FlexAdam",
+    "FlexConfig",
+    "FlexConv2d",
+    "FlexConversionError",
+    "FlexEmbedding",
+    "FlexError",
+    "FlexFormat",
+    "FlexLinear",
+    "FlexMatmul",
+    "FlexModule",
+    "FlexNonFiniteError",
+    "FlexOp",
+    "FlexSGD",
+    "FlexTelemetry",
+    "FlexTensor",
+    "FlexTypeError",
+    "FlexWeight",
+    "QuantizeOutput",
+    "convert_to_flex",
+    "flex_bmm",
+    "flex_conv2d",
+    "flex_disabled",
+    "flex_embedding",
+    "flex_linear",
+    "flex_matmul",
+    "flex_modules",
+    "flex_states",
+    "plot_telemetry",
+    "quantize_reference",
+    "quantize_tensor",
+    "read_telemetry",
+]

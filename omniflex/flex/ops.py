@@ -1,0 +1,264 @@
+"""Flex autograd ops: every operand, result, delta and gradient is a flex tensor.
+
+Each op quantises its float inputs with their own Autoflex states, computes in float32 (the
+paper's hardware accumulated wider than the 16-bit operands; float32 accumulation of int16 x
+int16 products is the simulator's semantics), and re-quantises the result. Backward quantises
+the incoming delta, and each outgoing delta and weight gradient. Inputs are saved for backward
+as their integer mantissas, not as float32.
+
+``FlexOp`` holds the states of one op instance, keyed by role (``input``, ``output``,
+``grad_output``, ``grad_input``, ``grad_weight``…), created on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from omniflex.flex.autoflex import AutoflexState
+from omniflex.flex.config import FlexConfig
+from omniflex.flex.format import FlexTensor
+from omniflex.flex.weight import FlexWeight
+
+__all__ = ["FlexOp", "flex_bmm", "flex_conv2d", "flex_embedding", "flex_linear", "flex_matmul"]
+
+
+class FlexOp:
+    """Autoflex states of one op instance (one per tensor use)."""
+
+    def __init__(self, name: str, config: FlexConfig | None = None) -> None:
+        self.name = name
+        self.config = config or FlexConfig()
+        self.states: dict[str, AutoflexState] = {}
+        self.clock = 0
+
+    def state(self, role: str) -> AutoflexState:
+        st = self.states.get(role)
+        if st is None:
+            st = AutoflexState(f"{self.name}.{role}", self.config.format, self.config.autoflex)
+            self.states[role] = st
+        return st
+
+    def tick(self) -> None:
+        self.clock += 1
+
+    def values(self, role: str, x: torch.Tensor) -> torch.Tensor:
+        """Quantise ``x`` for ``role``; float32 values on the flex grid."""
+        out = self.state(role).quantize(
+            x, want_mantissa=False, want_values=True, **self._kwargs()
+        )  # fmt: skip
+        return out.values  # type: ignore[return-value]
+
+    def flex_and_values(self, role: str, x: torch.Tensor) -> tuple[FlexTensor, torch.Tensor]:
+        """Quantise ``x`` for ``role``; the storage (to save for backward) and float32 values."""
+        st = self.state(role)
+        out = st.quantize(x, want_mantissa=True, want_values=True, **self._kwargs())
+        return FlexTensor(out.mantissa, out.exponent, st.format), out.values  # type: ignore[arg-type]
+
+    def output(self, role: str, y: torch.Tensor) -> torch.Tensor:
+        return self.values(role, y) if self.config.quantize_outputs else y
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {
+            "stochastic": self.config.rounding == "stochastic",
+            "kernel": self.config.kernel,
+            "clock": self.clock,
+            "module": self.name,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"clock": self.clock, "states": {k: s.state_dict() for k, s in self.states.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.clock = int(state["clock"])
+        for role, st in state["states"].items():
+            self.state(role).load_state_dict(st)
+
+
+def _weight_operand(op: FlexOp, role: str, w: torch.Tensor | None) -> FlexTensor | None:
+    """Flex storage of a weight: itself in paper mode, quantised per use in master mode."""
+    if w is None:
+        return None
+    if isinstance(w, FlexWeight):
+        return w.flex()
+    st = op.state(role)
+    return st.to_flex(w.detach(), kernel=op.config.kernel, clock=op.clock, module=op.name)
+
+
+def _check_input(op: FlexOp, x: torch.Tensor) -> torch.Tensor:
+    if not x.is_floating_point():
+        # Let the input state raise its named error.
+        op.state("input").quantize(x)
+    return x.float()
+
+
+# --------------------------------------------------------------------------- linear
+class _FlexLinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, op: FlexOp):  # type: ignore[override]
+        x_flex, x_values = op.flex_and_values("input", x)
+        w_flex = _weight_operand(op, "weight", weight)
+        b_flex = _weight_operand(op, "bias", bias)
+        w_values = w_flex.to_float()
+        b_values = None if b_flex is None else b_flex.to_float()
+        y = F.linear(x_values, w_values, b_values)  # (..., out) float32 accumulation
+        ctx.op, ctx.x_flex, ctx.w_flex, ctx.has_bias = op, x_flex, w_flex, bias is not None
+        return op.output("output", y)
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        op: FlexOp = ctx.op
+        g = op.values("grad_output", grad_y)  # (..., out)
+        g2 = g.reshape(-1, g.shape[-1])  # (B, out)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = op.values("grad_input", g2 @ ctx.w_flex.to_float()).view(
+                *g.shape[:-1], -1
+            )  # fmt: skip
+        if ctx.needs_input_grad[1]:
+            x2 = ctx.x_flex.to_float().reshape(-1, ctx.w_flex.shape[1])  # (B, in)
+            grad_w = op.values("grad_weight", g2.t() @ x2)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = op.values("grad_bias", g2.sum(0))
+        return grad_x, grad_w, grad_b, None
+
+
+def flex_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, op: FlexOp
+) -> torch.Tensor:
+    """``F.linear`` in Flexpoint with the states of ``op``."""
+    op.tick()
+    return _FlexLinearFn.apply(_check_input(op, x), weight, bias, op)
+
+
+# --------------------------------------------------------------------------- conv2d
+class _FlexConv2dFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, op: FlexOp, geometry):  # type: ignore[override]
+        stride, padding, dilation, groups = geometry
+        x_flex, x_values = op.flex_and_values("input", x)
+        w_flex = _weight_operand(op, "weight", weight)
+        b_flex = _weight_operand(op, "bias", bias)
+        b_values = None if b_flex is None else b_flex.to_float()
+        y = F.conv2d(x_values, w_flex.to_float(), b_values, stride, padding, dilation, groups)
+        ctx.op, ctx.geometry, ctx.x_flex, ctx.w_flex = op, geometry, x_flex, w_flex
+        ctx.bias_shape = None if bias is None else list(bias.shape)
+        return op.output("output", y)
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        op: FlexOp = ctx.op
+        stride, padding, dilation, groups = ctx.geometry
+        g = op.values("grad_output", grad_y)
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.bias_shape is not None]
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            g, ctx.x_flex.to_float(), ctx.w_flex.to_float(), ctx.bias_shape,
+            list(stride), list(padding), list(dilation), False, [0, 0], groups, mask,
+        )  # fmt: skip
+        grad_x = op.values("grad_input", gx) if mask[0] else None
+        grad_w = op.values("grad_weight", gw) if mask[1] else None
+        grad_b = op.values("grad_bias", gb) if mask[2] and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None, None
+
+
+def flex_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    op: FlexOp,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
+) -> torch.Tensor:
+    """``F.conv2d`` (zero padding given as integers) in Flexpoint."""
+    op.tick()
+    geometry = (tuple(stride), tuple(padding), tuple(dilation), groups)
+    return _FlexConv2dFn.apply(_check_input(op, x), weight, bias, op, geometry)
+
+
+# --------------------------------------------------------------------------- embedding
+class _FlexEmbeddingFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, idx, weight, op: FlexOp, padding_idx):  # type: ignore[override]
+        w_flex = _weight_operand(op, "weight", weight)
+        # Gathered rows already lie on the table's grid: no re-quantisation needed.
+        y = F.embedding(idx, w_flex.mantissa).float() * w_flex.scale  # (..., dim)
+        ctx.op, ctx.padding_idx, ctx.num, ctx.idx = op, padding_idx, weight.shape[0], idx
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        op: FlexOp = ctx.op
+        if not ctx.needs_input_grad[1]:
+            return None, None, None, None
+        g = op.values("grad_output", grad_y)
+        dim = g.shape[-1]
+        grad_w = torch.zeros(ctx.num, dim, dtype=torch.float32, device=g.device)
+        grad_w.index_add_(0, ctx.idx.reshape(-1), g.reshape(-1, dim))
+        if ctx.padding_idx is not None:
+            grad_w[ctx.padding_idx] = 0
+        return None, op.values("grad_weight", grad_w), None, None
+
+
+def flex_embedding(
+    idx: torch.Tensor, weight: torch.Tensor, op: FlexOp, padding_idx: int | None = None
+) -> torch.Tensor:
+    """``F.embedding`` in Flexpoint: rows of a flex table; sparse gradients are not supported."""
+    from omniflex.flex.errors import FlexTypeError
+
+    if idx.is_floating_point() or idx.is_complex():
+        raise FlexTypeError(
+            f"flex embedding '{op.name}' needs integer indices, got {idx.dtype}; "
+            "pass token ids as torch.long"
+        )
+    op.tick()
+    return _FlexEmbeddingFn.apply(idx, weight, op, padding_idx)
+
+
+# --------------------------------------------------------------------------- matmul
+class _FlexMatmulFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, op: FlexOp):  # type: ignore[override]
+        a_flex, a_values = op.flex_and_values("input_a", a)
+        b_flex, b_values = op.flex_and_values("input_b", b)
+        y = torch.matmul(a_values, b_values)
+        ctx.op, ctx.a_flex, ctx.b_flex = op, a_flex, b_flex
+        return op.output("output", y)
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        op: FlexOp = ctx.op
+        g = op.values("grad_output", grad_y)
+        a, b = ctx.a_flex.to_float(), ctx.b_flex.to_float()
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = op.values("grad_a", (g @ b.transpose(-1, -2)).sum_to_size(a.shape))
+        if ctx.needs_input_grad[1]:
+            grad_b = op.values("grad_b", (a.transpose(-1, -2) @ g).sum_to_size(b.shape))
+        return grad_a, grad_b, None
+
+
+def flex_matmul(a: torch.Tensor, b: torch.Tensor, op: FlexOp) -> torch.Tensor:
+    """``a @ b`` (batched, broadcasting) with both operands and the result in Flexpoint.
+
+    For attention and custom layers: ``op`` (a ``FlexOp``, or the ``.op`` of a ``FlexMatmul``
+    module so that its states reach ``state_dict``) keeps the Autoflex states of this call site.
+    """
+    if a.dim() < 2 or b.dim() < 2:
+        raise ValueError(
+            f"flex_matmul '{op.name}' needs operands with >= 2 dims, got {a.dim()} and {b.dim()}"
+        )
+    op.tick()
+    a = _check_input(op, a)
+    b = _check_input(op, b)
+    return _FlexMatmulFn.apply(a, b, op)
+
+
+def flex_bmm(a: torch.Tensor, b: torch.Tensor, op: FlexOp) -> torch.Tensor:
+    """``torch.bmm`` in Flexpoint: (B, n, k) @ (B, k, m)."""
+    if a.dim() != 3 or b.dim() != 3:
+        raise ValueError(f"flex_bmm '{op.name}' needs 3-D operands, got {a.dim()}-D and {b.dim()}-D")
+    return flex_matmul(a, b, op)

@@ -1,0 +1,136 @@
+"""``FlexWeight``: a parameter stored only as flex mantissas and one exponent (paper mode).
+
+The paper trains with no float32 copy of the weights. ``FlexWeight`` is a tensor subclass whose
+storage is the integer mantissa tensor; it reports dtype float32 so that ``nn.Module``, autograd
+and any ``torch.optim`` optimizer accept it. Flex ops read the mantissas directly. Any other
+aten op sees the exact float32 value (``mantissa * 2**exponent``); an op that writes into the
+weight (``add_``, ``addcdiv_``, ``copy_``…) computes in float32 and re-quantises the result
+through the weight's own Autoflex state, so the weight never stops being flex.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_map
+
+from omniflex.flex.autoflex import AutoflexState
+from omniflex.flex.format import FlexTensor
+
+__all__ = ["FlexWeight"]
+
+aten = torch.ops.aten
+
+
+class _Store:
+    """Storage shared by a weight and its detached aliases (``nn.Parameter`` detaches once)."""
+
+    def __init__(self, mantissa: torch.Tensor, exponent: int, state: AutoflexState, stochastic: bool):
+        self.mantissa = mantissa
+        self.exponent = exponent
+        self.state = state
+        self.stochastic = stochastic
+
+
+class FlexWeight(torch.Tensor):
+    """A float32-looking tensor whose only storage is ``mantissa`` (int16) and ``exponent``."""
+
+    _store: _Store
+
+    @staticmethod
+    def __new__(cls, store: _Store, requires_grad: bool = False) -> FlexWeight:
+        m = store.mantissa
+        weight = torch.Tensor._make_wrapper_subclass(
+            cls, m.shape, dtype=torch.float32, device=m.device, requires_grad=requires_grad
+        )
+        weight._store = store
+        return weight
+
+    def __init__(self, store: _Store, requires_grad: bool = False) -> None:
+        super().__init__()
+
+    @classmethod
+    def from_float(
+        cls, x: torch.Tensor, state: AutoflexState, *, stochastic: bool = False
+    ) -> FlexWeight:
+        """Quantise float ``x`` with ``state`` (Algorithm 1 on first use) into a new weight."""
+        flex = state.to_flex(x.detach().float(), stochastic=stochastic)
+        return cls(_Store(flex.mantissa, flex.exponent, state, stochastic))
+
+    # ------------------------------------------------------------------ views
+    @property
+    def mantissa(self) -> torch.Tensor:
+        return self._store.mantissa
+
+    @property
+    def exponent(self) -> int:
+        return self._store.exponent
+
+    @property
+    def state(self) -> AutoflexState:
+        return self._store.state
+
+    def flex(self) -> FlexTensor:
+        """The storage as a ``FlexTensor`` (shares the mantissa tensor)."""
+        return FlexTensor(self._store.mantissa, self._store.exponent, self._store.state.format)
+
+    def dequantize(self) -> torch.Tensor:
+        """Exact float32 value as a plain tensor."""
+        return self._store.mantissa.float() * (2.0**self._store.exponent)
+
+    @torch.no_grad()
+    def assign_(self, values: torch.Tensor) -> FlexWeight:
+        """Re-quantise float ``values`` into this weight in place (its Autoflex state picks
+        the exponent)."""
+        store = self._store
+        flex = store.state.to_flex(values.detach().float(), stochastic=store.stochastic)
+        store.mantissa.copy_(flex.mantissa)
+        store.exponent = flex.exponent
+        return self
+
+    @torch.no_grad()
+    def load_flex_(self, mantissa: torch.Tensor, exponent: int) -> None:
+        """Set mantissas and exponent exactly (checkpoint loading)."""
+        self._store.mantissa.copy_(mantissa)
+        self._store.exponent = int(exponent)
+
+    @property
+    def nbytes_stored(self) -> int:
+        return self.flex().nbytes
+
+    def __repr__(self, *, tensor_contents: Any = None) -> str:
+        s = self._store
+        return (
+            f"FlexWeight({s.state.format.name}, shape={tuple(self.shape)}, exponent={s.exponent}, "
+            f"requires_grad={self.requires_grad})"
+        )
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if func in (aten.detach.default, aten.alias.default):
+            return FlexWeight(args[0]._store)
+
+        def unwrap(t: Any) -> Any:
+            return t.dequantize() if isinstance(t, FlexWeight) else t
+
+        u_args, u_kwargs = tree_map(unwrap, (args, kwargs))
+        out = func(*u_args, **u_kwargs)
+        mutated = False
+        for i, arg in enumerate(func._schema.arguments):
+            if arg.alias_info is None or not arg.alias_info.is_write:
+                continue
+            orig = args[i] if i < len(args) else kwargs.get(arg.name)
+            new = u_args[i] if i < len(u_args) else u_kwargs.get(arg.name)
+            pairs = zip(orig, new, strict=True) if isinstance(orig, list | tuple) else [(orig, new)]
+            for o, n in pairs:
+                if isinstance(o, FlexWeight):
+                    o.assign_(n)
+                    mutated = True
+        if mutated and func._schema.returns and len(func._schema.returns) == 1:
+            # An in-place op returns its (now re-quantised) first argument.
+            return args[0]
+        return out
