@@ -22,13 +22,13 @@ run: $(STAMP)
 	$(BIN)/omniflex flex demo --out runs/flex-demo
 
 test: $(STAMP)
-	$(BIN)/ruff check omniflex tests benchmarks
-	$(BIN)/ruff format --check omniflex tests benchmarks
+	$(BIN)/ruff check omniflex tests
+	$(BIN)/ruff format --check omniflex tests
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check --fix omniflex tests benchmarks
-	$(BIN)/ruff format omniflex tests benchmarks
+	$(BIN)/ruff check --fix omniflex tests
+	$(BIN)/ruff format omniflex tests
 
 bench: $(STAMP)
 	$(BIN)/omniflex bench flex --json

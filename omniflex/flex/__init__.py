@@ -23,7 +23,14 @@ from omniflex.flex.errors import (
 from omniflex.flex.format import FlexFormat, FlexTensor
 from omniflex.flex.kernels import QuantizeOutput, quantize_reference, quantize_tensor
 from omniflex.flex.modules import FlexConv2d, FlexEmbedding, FlexLinear, FlexMatmul, FlexModule
-from omniflex.flex.ops import FlexOp, flex_bmm, flex_conv2d, flex_embedding, flex_linear, flex_matmul
+from omniflex.flex.ops import (
+    FlexOp,
+    flex_bmm,
+    flex_conv2d,
+    flex_embedding,
+    flex_linear,
+    flex_matmul,
+)
 from omniflex.flex.optim import FlexAdam, FlexSGD
 from omniflex.flex.telemetry import FlexTelemetry, plot_telemetry, read_telemetry
 from omniflex.flex.weight import FlexWeight

@@ -25,10 +25,9 @@ continues bit for bit.
 from __future__ import annotations
 
 import math
-import statistics
 import warnings
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -68,9 +67,20 @@ class AutoflexConfig:
         if self.alpha < 1.0:
             raise ValueError(f"alpha must be >= 1 (it is headroom), got {self.alpha}")
         if self.beta < 0 or self.gamma < 0:
-            raise ValueError(f"beta and gamma must be >= 0, got beta={self.beta} gamma={self.gamma}")
+            raise ValueError(
+                f"beta and gamma must be >= 0, got beta={self.beta} gamma={self.gamma}"
+            )
         if self.stale_after < 0:
             raise ValueError(f"stale_after must be >= 0, got {self.stale_after}")
+
+
+def _pstdev(values: deque[float]) -> float:
+    """Population standard deviation (plain floats: ``statistics`` is exact but 20x slower)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = math.fsum(values) / n
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
 
 
 def _ceil_log2(value: float) -> int:
@@ -123,9 +133,15 @@ class AutoflexState:
             elif top <= fmt.underflow_mantissa:
                 if exponent == fmt.min_exponent or amax == 0.0:
                     break
-                used_bits = max(int(top), 1).bit_length()
-                jump = max(fmt.mantissa_bits - 1 - used_bits, 1)
-                exponent = max(exponent - jump, fmt.min_exponent)
+                # Jump down by the unused bits, but never onto an overflow (a power of two sits
+                # exactly on the underflow bound and would otherwise bounce between the two).
+                jump = max(fmt.mantissa_bits - 1 - max(int(top), 1).bit_length(), 1)
+                jump = min(jump, exponent - fmt.min_exponent)
+                while jump > 0 and self._overflows(amax, exponent - jump):
+                    jump -= 1
+                if jump == 0:
+                    break
+                exponent -= jump
             else:
                 break
         return exponent
@@ -136,8 +152,8 @@ class AutoflexState:
         current = self.exponent if exponent is None else exponent
         if not self.history:
             return current
-        hist = list(self.history)
-        spread = statistics.pstdev(hist) if len(hist) > 1 else 0.0
+        hist = self.history
+        spread = _pstdev(hist)
         kappa = math.ldexp(1.0, current)
         chi = cfg.alpha * (max(hist) + cfg.beta * spread + cfg.gamma * kappa)
         if chi <= 0.0:
@@ -214,11 +230,16 @@ class AutoflexState:
             self.saturations += 1
             if not self._warned_saturation:
                 self._warned_saturation = True
+                at_top = out.exponent == self.format.max_exponent
+                fix = (
+                    "Use a FlexFormat with a smaller exponent_bias to move the range up."
+                    if at_top
+                    else "Keep AutoflexConfig.recompute_on_overflow on."
+                )
                 warnings.warn(
-                    f"flex tensor '{self.name}' saturates at the largest exponent "
-                    f"{self.format.max_exponent} (max |x| = {amax:.4g} > "
-                    f"{self.format.max_value(self.format.max_exponent):.4g}); values are clipped. "
-                    "Use a FlexFormat with a smaller exponent_bias to move the range up.",
+                    f"flex tensor '{self.name}' saturates at exponent {out.exponent} "
+                    f"(max |x| = {amax:.4g} > {self.format.max_value(out.exponent):.4g}); "
+                    f"values are clipped. {fix}",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -276,7 +297,7 @@ class AutoflexState:
             "last_amax": self.last_amax,
             "last_flushes": self.last_flushes,
             "last_exponent": self.last_exponent,
-            "format": asdict(self.format),
+            "format": self.format.to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -70,7 +70,7 @@ class FlexConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["format"] = {k: v for k, v in data["format"].items() if not k.startswith("_")}
+        data["format"] = self.format.to_dict()
         return data
 
     def to_yaml(self, path: str | Path | None = None) -> str:

@@ -5,10 +5,12 @@ storage (int8 for N <= 8 bits, int16 for N <= 16) saturating at ``±(2**(N-1) - 
 ``exponent`` is one integer shared by the whole tensor (Köster et al., 2017).
 
 Exponent encoding. M exponent bits hold ``2**M`` codes ``c = exponent + bias``. The default bias is
-``2**M - 1``, so flex16+5 covers exponents ``[-31, 0]``: the value of one mantissa step (the
-*scale*) lies in ``[2**-31, 1]`` and the largest magnitude is ``32767``. The paper's simulator
+``2**M - 1 - (16 - N)``, so flex16+5 covers exponents ``[-31, 0]``: the value of one mantissa step
+(the *scale*) lies in ``[2**-31, 1]`` and the largest magnitude is ``32767``. The paper's simulator
 clamped the scale to ``[2**-32, 1]`` (33 exponents); five bits hold 32 of them and we keep the upper
-32. ``exponent_bias`` moves the window for formats or workloads that need another range.
+32. Narrower mantissas shift the window up by the bits they lack, so every flexN+5 tops out near
+``2**15`` (flex8+5: exponents ``[-23, 8]``, largest magnitude ``127 * 2**8``), and comparisons
+between widths are about precision, not range. ``exponent_bias`` moves the window explicitly.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class FlexFormat:
         mantissa_bits: N, 2..16. Above 16 an fp32 carrier could no longer hold every mantissa
             product exactly enough for the reference path to mean anything.
         exponent_bits: M, 1..8.
-        exponent_bias: code offset; ``None`` means ``2**M - 1`` (scale at most 1).
+        exponent_bias: code offset; ``None`` means ``2**M - 1 - (16 - N)`` (largest magnitude
+            about ``2**15`` for every N; flex16+5: scale at most 1).
     """
 
     mantissa_bits: int = 16
@@ -45,8 +48,11 @@ class FlexFormat:
                 f"mantissa_bits must be an integer in [2, 16], got {self.mantissa_bits!r}"
             )
         if not isinstance(self.exponent_bits, int) or not 1 <= self.exponent_bits <= 8:
-            raise ValueError(f"exponent_bits must be an integer in [1, 8], got {self.exponent_bits!r}")
-        bias = (1 << self.exponent_bits) - 1 if self.exponent_bias is None else self.exponent_bias
+            raise ValueError(
+                f"exponent_bits must be an integer in [1, 8], got {self.exponent_bits!r}"
+            )
+        default_bias = (1 << self.exponent_bits) - 1 - (16 - self.mantissa_bits)
+        bias = default_bias if self.exponent_bias is None else self.exponent_bias
         if not isinstance(bias, int):
             raise ValueError(f"exponent_bias must be an integer or None, got {bias!r}")
         # Keep every scale a normal float32 so that dequantisation stays exact.
@@ -65,6 +71,14 @@ class FlexFormat:
                 f"cannot parse flex format {name!r}; expected 'flex<N>+<M>', e.g. 'flex16+5'"
             ) from None
         return cls(mantissa_bits=n, exponent_bits=m)
+
+    def to_dict(self) -> dict[str, int | None]:
+        """The constructor's arguments (for YAML and ``state_dict``)."""
+        return {
+            "mantissa_bits": self.mantissa_bits,
+            "exponent_bits": self.exponent_bits,
+            "exponent_bias": self.exponent_bias,
+        }
 
     @property
     def name(self) -> str:
@@ -150,7 +164,7 @@ class FlexTensor:
 
     def to_float(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Exact float value of every element."""
-        return self.mantissa.to(dtype) * self.scale
+        return self.mantissa.to(dtype).mul_(self.scale)  # in place: one allocation
 
     def __repr__(self) -> str:
         m = self.mantissa

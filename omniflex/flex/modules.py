@@ -71,8 +71,9 @@ class FlexModule(nn.Module):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.op.load_state_dict(state["op"])
+        pending = self.__dict__.get("_pending_flex", {})
         for name, st in state.get("weights", {}).items():
-            p = getattr(self, name, None)
+            p = pending.get(name, getattr(self, name, None))
             if isinstance(p, FlexWeight):
                 p.state.load_state_dict(st)
 
@@ -93,6 +94,7 @@ class FlexModule(nn.Module):
     def _load_from_state_dict(  # type: ignore[override]
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
+        from_float = False
         for name, p in list(self._parameters.items()):
             if not isinstance(p, FlexWeight):
                 continue
@@ -110,12 +112,15 @@ class FlexModule(nn.Module):
             elif f_key in state_dict:
                 # A float checkpoint (e.g. of the unconverted model): quantise it on load.
                 p.assign_(state_dict.pop(f_key))
+                from_float = True
             elif strict:
                 missing_keys.append(m_key)
-        # The remaining float params, buffers and extra state load the ordinary way.
+        # The remaining float params, buffers and the extra state load the ordinary way, with the
+        # flex params hidden from it (set_extra_state still finds them for their Autoflex state).
         flex_params = {n: p for n, p in self._parameters.items() if isinstance(p, FlexWeight)}
         for n in flex_params:
             self._parameters[n] = None
+        self._pending_flex = flex_params
         try:
             super()._load_from_state_dict(
                 state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
@@ -123,6 +128,10 @@ class FlexModule(nn.Module):
             )  # fmt: skip
         finally:
             self._parameters.update(flex_params)
+            del self._pending_flex
+        extra_key = prefix + "_extra_state"
+        if from_float and extra_key in missing_keys:
+            missing_keys.remove(extra_key)  # a float checkpoint has no Autoflex state: start fresh
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
@@ -169,8 +178,12 @@ class FlexConv2d(FlexModule, nn.Conv2d):
         if isinstance(padding, str):
             if padding == "valid":
                 padding = (0, 0)
-            elif all((d * (k - 1)) % 2 == 0 for d, k in zip(mod.dilation, mod.kernel_size)):
-                padding = tuple(d * (k - 1) // 2 for d, k in zip(mod.dilation, mod.kernel_size))
+            elif all(
+                (d * (k - 1)) % 2 == 0 for d, k in zip(mod.dilation, mod.kernel_size, strict=True)
+            ):
+                padding = tuple(
+                    d * (k - 1) // 2 for d, k in zip(mod.dilation, mod.kernel_size, strict=True)
+                )
             else:
                 raise FlexConversionError(
                     f"cannot convert Conv2d '{name}': padding='same' with an even kernel needs "

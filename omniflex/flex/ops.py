@@ -90,7 +90,7 @@ def _weight_operand(op: FlexOp, role: str, w: torch.Tensor | None) -> FlexTensor
 def _check_input(op: FlexOp, x: torch.Tensor) -> torch.Tensor:
     if not x.is_floating_point():
         # Let the input state raise its named error.
-        op.state("input").quantize(x)
+        op.state("input").quantize(x, module=op.name)
     return x.float()
 
 
@@ -104,7 +104,9 @@ class _FlexLinearFn(torch.autograd.Function):
         w_values = w_flex.to_float()
         b_values = None if b_flex is None else b_flex.to_float()
         y = F.linear(x_values, w_values, b_values)  # (..., out) float32 accumulation
-        ctx.op, ctx.x_flex, ctx.w_flex, ctx.has_bias = op, x_flex, w_flex, bias is not None
+        # Activations are saved as int16 mantissas; the weight's float32 view is kept for the
+        # backward matmul instead of being decoded a second time (a transient, not a master copy).
+        ctx.op, ctx.x_flex, ctx.w_values, ctx.has_bias = op, x_flex, w_values, bias is not None
         return op.output("output", y)
 
     @staticmethod
@@ -114,11 +116,9 @@ class _FlexLinearFn(torch.autograd.Function):
         g2 = g.reshape(-1, g.shape[-1])  # (B, out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = op.values("grad_input", g2 @ ctx.w_flex.to_float()).view(
-                *g.shape[:-1], -1
-            )  # fmt: skip
+            grad_x = op.values("grad_input", g2 @ ctx.w_values).view(*g.shape[:-1], -1)
         if ctx.needs_input_grad[1]:
-            x2 = ctx.x_flex.to_float().reshape(-1, ctx.w_flex.shape[1])  # (B, in)
+            x2 = ctx.x_flex.to_float().reshape(-1, ctx.w_values.shape[1])  # (B, in)
             grad_w = op.values("grad_weight", g2.t() @ x2)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = op.values("grad_bias", g2.sum(0))
@@ -260,5 +260,7 @@ def flex_matmul(a: torch.Tensor, b: torch.Tensor, op: FlexOp) -> torch.Tensor:
 def flex_bmm(a: torch.Tensor, b: torch.Tensor, op: FlexOp) -> torch.Tensor:
     """``torch.bmm`` in Flexpoint: (B, n, k) @ (B, k, m)."""
     if a.dim() != 3 or b.dim() != 3:
-        raise ValueError(f"flex_bmm '{op.name}' needs 3-D operands, got {a.dim()}-D and {b.dim()}-D")
+        raise ValueError(
+            f"flex_bmm '{op.name}' needs 3-D operands, got {a.dim()}-D and {b.dim()}-D"
+        )
     return flex_matmul(a, b, op)

@@ -36,7 +36,9 @@ class _FlexOptimizer(torch.optim.Optimizer):
         self._live: dict[torch.Tensor, dict[str, AutoflexState]] = {}
         self._names: dict[torch.Tensor, str] = {}
         for gi, group in enumerate(self.param_groups):
-            names = group.get("param_names") or [f"group{gi}.param{i}" for i in range(len(group["params"]))]
+            names = group.get("param_names") or [
+                f"group{gi}.param{i}" for i in range(len(group["params"]))
+            ]
             for p, name in zip(group["params"], names, strict=True):
                 self._names[p] = name
 
@@ -90,6 +92,13 @@ class _FlexOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        # torch.optim casts every state tensor to the parameter's float dtype; int16 -> float32
+        # -> int16 is lossless, so cast the mantissas back.
+        storage = self.flex_config.format.storage_dtype
+        for st in self.state.values():
+            for key, value in st.items():
+                if key.endswith("_mantissa") and isinstance(value, torch.Tensor):
+                    st[key] = value.to(storage)
         self._live.clear()  # rebuilt lazily from self.state[p]["autoflex"]
 
 
@@ -112,7 +121,12 @@ class FlexSGD(_FlexOptimizer):
             )
         if nesterov and momentum == 0:
             raise ValueError("FlexSGD: nesterov=True needs momentum > 0")
-        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+        }
         super().__init__(params, defaults, config)
 
     @torch.no_grad()
@@ -185,7 +199,11 @@ class FlexAdam(_FlexOptimizer):
                 m = self._load(p, "exp_avg")
                 r = self._load(p, "exp_avg_sqrt")
                 m = (1 - beta1) * g if m is None else m.mul_(beta1).add_(g, alpha=1 - beta1)
-                v = (1 - beta2) * g * g if r is None else (r * r).mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                v = (
+                    (1 - beta2) * g * g
+                    if r is None
+                    else (r * r).mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                )
                 self._store(p, "exp_avg", m, step)
                 self._store(p, "exp_avg_sqrt", v.sqrt_(), step)
                 m, r = self._load(p, "exp_avg"), self._load(p, "exp_avg_sqrt")

@@ -8,6 +8,7 @@ first when a flex run diverges from its float32 twin.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -111,7 +112,7 @@ def plot_telemetry(
         steps = [p["step"] for p in pts]
         (line,) = ax_e.step(steps, [p["exponent"] for p in pts], where="post", label=name)
         ax_h.plot(steps, [p["headroom_bits"] for p in pts], color=line.get_color(), lw=1)
-        events = [p for prev, p in zip(pts, pts[1:]) if p["overflows"] > prev["overflows"]]
+        events = [p for prev, p in itertools.pairwise(pts) if p["overflows"] > prev["overflows"]]
         if events:
             ax_e.scatter(
                 [p["step"] for p in events], [p["exponent"] for p in events],

@@ -10,6 +10,7 @@ through the weight's own Autoflex state, so the weight never stops being flex.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -26,7 +27,9 @@ aten = torch.ops.aten
 class _Store:
     """Storage shared by a weight and its detached aliases (``nn.Parameter`` detaches once)."""
 
-    def __init__(self, mantissa: torch.Tensor, exponent: int, state: AutoflexState, stochastic: bool):
+    def __init__(
+        self, mantissa: torch.Tensor, exponent: int, state: AutoflexState, stochastic: bool
+    ):
         self.mantissa = mantissa
         self.exponent = exponent
         self.state = state
@@ -77,7 +80,7 @@ class FlexWeight(torch.Tensor):
 
     def dequantize(self) -> torch.Tensor:
         """Exact float32 value as a plain tensor."""
-        return self._store.mantissa.float() * (2.0**self._store.exponent)
+        return self._store.mantissa.float().mul_(2.0**self._store.exponent)
 
     @torch.no_grad()
     def assign_(self, values: torch.Tensor) -> FlexWeight:
@@ -113,6 +116,12 @@ class FlexWeight(torch.Tensor):
         kwargs = kwargs or {}
         if func in (aten.detach.default, aten.alias.default):
             return FlexWeight(args[0]._store)
+        if func is aten.clone.default:  # deepcopy and clone keep the flex storage
+            src = args[0]._store
+            store = _Store(
+                src.mantissa.clone(), src.exponent, copy.deepcopy(src.state), src.stochastic
+            )
+            return FlexWeight(store)
 
         def unwrap(t: Any) -> Any:
             return t.dequantize() if isinstance(t, FlexWeight) else t

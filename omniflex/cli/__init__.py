@@ -1,0 +1,1 @@
+"""The ``omniflex`` command."""
