@@ -71,11 +71,14 @@ def _step_ratio(
 ) -> dict[str, Any]:
     ref = build()
     flex = convert_to_flex(copy.deepcopy(ref), config=config)
+    with torch.no_grad():
+        grad_y = torch.randn_like(ref(x))  # a dense incoming gradient, as in training
 
     def step(model: nn.Module) -> Callable[[], None]:
         def run() -> None:
             model.zero_grad(set_to_none=True)
-            model(x).sum().backward()
+            x.grad = None
+            model(x).backward(grad_y)
 
         return run
 
