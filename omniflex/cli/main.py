@@ -27,6 +27,58 @@ def _cmd_flex_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_flex_repro(args: argparse.Namespace) -> int:
+    from omniflex.eval.flex_repro import EXPERIMENTS, run_repro
+
+    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    overrides = {
+        k: v
+        for k, v in {
+            "formats": tuple(args.formats) if args.formats else None,
+            "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
+            "lr": args.lr, "depth": args.depth, "width": args.width,
+            "train_size": args.train_size, "test_size": args.test_size, "device": args.device,
+            "telemetry_every": args.telemetry_every,
+        }.items()
+        if v is not None
+    }  # fmt: skip
+    if args.smoke:
+        overrides = {"steps": 3, "batch_size": 8, "seeds": 2, "train_size": 64,
+                     "test_size": 32, "telemetry_every": 1, **overrides}  # fmt: skip
+    command = (
+        "omniflex " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
+    )
+    report = run_repro(names, args.out, command=command, **overrides)
+    print(f"wrote {report}")
+    return 0
+
+
+def _cmd_data_build(args: argparse.Namespace) -> int:
+    from omniflex.data.build import build_corpus
+
+    card = build_corpus(args.size, args.out, seed=args.seed, workers=args.workers)
+    print(
+        f"wrote {card['samples']} samples in {len(card['shards'])} shards to {args.out} "
+        f"({card['speech_hours']} h speech, {card['images']} images, {card['videos']} videos); "
+        f"data card: {args.out}/data_card.md"
+    )
+    return 0
+
+
+def _cmd_data_convert(args: argparse.Namespace) -> int:
+    from omniflex.data.adapters import convert_dataset
+
+    report = convert_dataset(args.dataset, args.source, args.out, strict=args.strict)
+    print(
+        f"converted {report.converted} samples from {args.source} into {len(report.shards)} shards"
+    )
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} unreadable items:", file=sys.stderr)
+        for line in report.skipped[:20]:
+            print(f"  {line}", file=sys.stderr)
+    return 0
+
+
 def _cmd_bench_flex(args: argparse.Namespace) -> int:
     from omniflex.flex.bench import run_flex_benchmarks
 
@@ -97,6 +149,76 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     plot.add_argument("--max-tensors", type=int, default=12, help="at most this many tensors")
     plot.set_defaults(func=_cmd_flex_plot)
+
+    repro = flex_sub.add_parser(
+        "repro",
+        help="reproduce the Flexpoint paper: flex16+5 vs float32, float16, bfloat16",
+        description=(
+            "Train each experiment (resnet, alexnet, wgan, lm, or all) under each number format "
+            "with the same seed and hyperparameters: float32 (several seeds, for the noise band), "
+            "flex16+5 in the paper's mode, and emulated float16 and bfloat16 without loss "
+            "scaling or master weights. Writes a report folder: report.md with a table, "
+            "learning curves, Autoflex exponent traces and the command. Defaults are CPU-sized; "
+            "--depth/--width/--steps/--train-size scale to paper size on a GPU (--device cuda)."
+        ),
+    )
+    repro.add_argument("experiment", choices=["resnet", "alexnet", "wgan", "lm", "all"])
+    repro.add_argument(
+        "--out", default="reports/flex-repro", help="report folder (default: %(default)s)"
+    )
+    repro.add_argument(
+        "--formats", nargs="+",
+        help="formats to run (default: float32 flex16+5 float16 bfloat16; also flex12+5 flex8+5)",
+    )  # fmt: skip
+    repro.add_argument("--seeds", type=int, help="float32 seeds for the noise band (default 3)")
+    repro.add_argument("--steps", type=int, help="training steps (default: per experiment)")
+    repro.add_argument("--batch-size", type=int, help="batch size (default: per experiment)")
+    repro.add_argument("--lr", type=float, help="learning rate (default: per experiment)")
+    repro.add_argument("--depth", type=int, help="ResNet depth 6n+2 (default 8; paper: 110)")
+    repro.add_argument("--width", type=int, help="base width (default: per experiment)")
+    repro.add_argument("--train-size", type=int, help="training images (default 8000)")
+    repro.add_argument("--test-size", type=int, help="test images (default 2000)")
+    repro.add_argument("--telemetry-every", type=int, help="flex telemetry interval (default 10)")
+    repro.add_argument("--device", help="torch device (default cpu)")
+    repro.add_argument("--smoke", action="store_true", help="a few steps per format (for tests)")
+    repro.add_argument("--command-line", help=argparse.SUPPRESS)
+    repro.set_defaults(func=_cmd_flex_repro)
+
+    data = sub.add_parser(
+        "data", help="build the synthetic omni corpus; convert public data sets",
+        description="The omni corpus as WebDataset shards.",
+    )  # fmt: skip
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    build = data_sub.add_parser(
+        "build",
+        help="generate the corpus (speech, scenes, digits, video, dialogue) as shards",
+        description=(
+            "Generate the omni corpus: espeak-ng speech in preset, input-only and held-out "
+            "voices; 64x64 scenes of shapes; scikit-learn's handwritten digits; MP4 clips of "
+            "moving shapes with narration; and the tasks built from them (recognition, speech, "
+            "spoken QA, chat, captioning, VQA, text-to-image, video QA, safety behaviours). "
+            "Writes train/val/test WebDataset shards and a data card. Same seed, same bytes."
+        ),
+    )
+    build.add_argument("--size", default="tiny", choices=["tiny", "small", "base"])
+    build.add_argument("--out", default="data/tiny", help="output folder (default: %(default)s)")
+    build.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    build.add_argument("--workers", type=int, help="worker processes (default: up to 4)")
+    build.set_defaults(func=_cmd_data_build)
+    convert = data_sub.add_parser(
+        "convert",
+        help="convert LibriSpeech, LJSpeech or COCO captions on disk into shards",
+        description=(
+            "Convert a public data set that is already on disk into omniflex shards: speech "
+            "becomes recognition samples, captions become captioning samples. Unreadable files "
+            "are skipped and listed (or, with --strict, stop the conversion)."
+        ),
+    )
+    convert.add_argument("dataset", choices=["librispeech", "ljspeech", "coco"])
+    convert.add_argument("source", help="the data set's folder")
+    convert.add_argument("--out", required=True, help="output folder for the shards")
+    convert.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
+    convert.set_defaults(func=_cmd_data_convert)
 
     bench = sub.add_parser(
         "bench", help="benchmarks that print ratios against float32",

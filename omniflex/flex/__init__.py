@@ -14,6 +14,7 @@ Quick start::
 from omniflex.flex.autoflex import AutoflexConfig, AutoflexState
 from omniflex.flex.config import RECIPES, FlexConfig
 from omniflex.flex.convert import convert_to_flex, flex_disabled, flex_modules, flex_states
+from omniflex.flex.emulate import LowPrecisionOptimizer, convert_to_float_emulation, round_to
 from omniflex.flex.errors import (
     FlexConversionError,
     FlexError,
@@ -22,6 +23,7 @@ from omniflex.flex.errors import (
 )
 from omniflex.flex.format import FlexFormat, FlexTensor
 from omniflex.flex.kernels import QuantizeOutput, quantize_reference, quantize_tensor
+from omniflex.flex.matmul import Matmul
 from omniflex.flex.modules import FlexConv2d, FlexEmbedding, FlexLinear, FlexMatmul, FlexModule
 from omniflex.flex.ops import (
     FlexOp,
@@ -31,7 +33,7 @@ from omniflex.flex.ops import (
     flex_linear,
     flex_matmul,
 )
-from omniflex.flex.optim import FlexAdam, FlexSGD
+from omniflex.flex.optim import FlexAdam, FlexRMSprop, FlexSGD
 from omniflex.flex.telemetry import FlexTelemetry, plot_telemetry, read_telemetry
 from omniflex.flex.weight import FlexWeight
 
@@ -51,13 +53,17 @@ __all__ = [
     "FlexModule",
     "FlexNonFiniteError",
     "FlexOp",
+    "FlexRMSprop",
     "FlexSGD",
     "FlexTelemetry",
     "FlexTensor",
     "FlexTypeError",
     "FlexWeight",
+    "LowPrecisionOptimizer",
+    "Matmul",
     "QuantizeOutput",
     "convert_to_flex",
+    "convert_to_float_emulation",
     "flex_bmm",
     "flex_conv2d",
     "flex_disabled",
@@ -70,4 +76,5 @@ __all__ = [
     "quantize_reference",
     "quantize_tensor",
     "read_telemetry",
+    "round_to",
 ]

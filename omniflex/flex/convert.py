@@ -10,7 +10,8 @@ from torch import nn
 from omniflex.flex.autoflex import AutoflexState
 from omniflex.flex.config import FlexConfig
 from omniflex.flex.errors import FlexConversionError
-from omniflex.flex.modules import FlexConv2d, FlexEmbedding, FlexLinear, FlexModule
+from omniflex.flex.matmul import Matmul
+from omniflex.flex.modules import FlexConv2d, FlexEmbedding, FlexLinear, FlexMatmul, FlexModule
 
 __all__ = ["convert_to_flex", "flex_disabled", "flex_modules", "flex_states"]
 
@@ -18,6 +19,7 @@ _SWAPS: dict[type[nn.Module], type[FlexModule]] = {
     nn.Linear: FlexLinear,
     nn.Conv2d: FlexConv2d,
     nn.Embedding: FlexEmbedding,
+    Matmul: FlexMatmul,
 }
 
 
@@ -27,8 +29,8 @@ def convert_to_flex(
     config: FlexConfig | None = None,
     module_filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> nn.Module:
-    """Swap every ``nn.Linear``, ``nn.Conv2d`` and ``nn.Embedding`` (children first) for its
-    Flexpoint version and return ``module``.
+    """Swap every ``nn.Linear``, ``nn.Conv2d``, ``nn.Embedding`` and ``Matmul`` (children first)
+    for its Flexpoint version and return ``module``.
 
     Args:
         module: the model; converted in place (the root itself is swapped too, and returned).

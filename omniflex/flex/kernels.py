@@ -16,8 +16,10 @@ import functools
 import math
 import os
 import shutil
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -113,8 +115,16 @@ def _scale_tensors(exponent: int, device: torch.device) -> tuple[torch.Tensor, t
 
 
 @functools.cache
-def _compiled_core():
-    return torch.compile(_quantize_core_packed, dynamic=True, fullgraph=True)
+def _compiled_core(variant: tuple[bool, bool, bool, torch.dtype]) -> Callable[..., Any]:
+    """One compiled kernel per (want_mantissa, want_values, stochastic, storage dtype).
+
+    Dynamo caps recompilations per *code object*; giving each variant its own copy of the code
+    keeps the variants from using up one shared budget (and from recompiling each other away).
+    """
+    name = "_quantize_core_packed_" + "_".join(str(v).replace("torch.", "") for v in variant)
+    code = _quantize_core_packed.__code__.replace(co_name=name)
+    fn = types.FunctionType(code, _quantize_core_packed.__globals__, name)
+    return torch.compile(fn, dynamic=True, fullgraph=True)
 
 
 def cxx_compiler_found() -> bool:
@@ -187,7 +197,7 @@ def quantize_tensor(
             0,
             exponent,
         )
-    flat = x.reshape(-1)
+    flat = x.detach().reshape(-1)  # quantisation is never differentiated through
     flat_noise = None if noise is None else noise.reshape(-1).to(flat.dtype)
     # The packed int16 layout needs an even count; odd tensors take the reference path.
     compiled = (
@@ -195,7 +205,8 @@ def quantize_tensor(
     )
     if compiled:
         inv_scale_t, scale_t = _scale_tensors(exponent, x.device)
-        mantissa, values, stats = _compiled_core()(
+        variant = (want_mantissa, want_values, noise is not None, fmt.storage_dtype)
+        mantissa, values, stats = _compiled_core(variant)(
             flat, inv_scale_t, scale_t, flat_noise, fmt.max_mantissa, fmt.storage_dtype,
             want_mantissa, want_values,
         )  # fmt: skip

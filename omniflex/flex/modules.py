@@ -251,6 +251,10 @@ class FlexMatmul(FlexModule):
         super().__init__()
         self._init_flex(name, config or FlexConfig())
 
+    @classmethod
+    def from_float(cls, mod: nn.Module, config: FlexConfig, name: str = "matmul") -> FlexMatmul:
+        return cls(name, config)
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if not self.flex_enabled:
             return torch.matmul(a, b)

@@ -24,7 +24,7 @@ from omniflex.flex.config import FlexConfig
 from omniflex.flex.format import FlexTensor
 from omniflex.flex.weight import FlexWeight
 
-__all__ = ["FlexAdam", "FlexSGD"]
+__all__ = ["FlexAdam", "FlexRMSprop", "FlexSGD"]
 
 
 class _FlexOptimizer(torch.optim.Optimizer):
@@ -212,5 +212,56 @@ class FlexAdam(_FlexOptimizer):
                 update = -(group["lr"] / bc1) * m / (r / bc2_sqrt + group["eps"])
                 if group["weight_decay"] and group["decoupled"]:
                     update = update - group["lr"] * group["weight_decay"] * w
+                self._apply(p, self._quantize(p, "update", update, step))
+        return loss
+
+
+class FlexRMSprop(_FlexOptimizer):
+    """RMSprop (the original WGAN's optimizer) with ``sqrt`` of the square average and the
+    updates in Flexpoint."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        config: FlexConfig | None = None,
+    ) -> None:
+        if lr <= 0 or not 0 <= alpha < 1 or eps <= 0:
+            raise ValueError(
+                f"FlexRMSprop needs lr > 0, alpha in [0, 1), eps > 0; got lr={lr}, alpha={alpha}, "
+                f"eps={eps}"
+            )
+        defaults = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults, config)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                step = state["step"] = state.get("step", 0) + 1
+                g = p.grad.float()
+                if group["weight_decay"]:
+                    w = p.dequantize() if isinstance(p, FlexWeight) else p.detach()
+                    g = g + group["weight_decay"] * w
+                r = self._load(p, "square_avg_sqrt")
+                alpha = group["alpha"]
+                v = (
+                    (1 - alpha) * g * g
+                    if r is None
+                    else (r * r).mul_(alpha).addcmul_(g, g, value=1 - alpha)
+                )
+                self._store(p, "square_avg_sqrt", v.sqrt_(), step)
+                r = self._load(p, "square_avg_sqrt")
+                update = -group["lr"] * g / (r + group["eps"])
                 self._apply(p, self._quantize(p, "update", update, step))
         return loss

@@ -1,0 +1,1 @@
+"""Evaluations: Flexpoint parity experiments now; capability and safety evaluations later."""

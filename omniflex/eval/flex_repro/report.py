@@ -1,0 +1,199 @@
+"""The repro report: a Markdown table, learning curves, exponent traces, and the command."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from omniflex.flex import plot_telemetry
+
+__all__ = ["noise_verdict", "write_report"]
+
+_COLOURS = {
+    "float32": "#1f77b4", "flex16+5": "#d62728", "float16": "#2ca02c",
+    "bfloat16": "#9467bd", "flex12+5": "#ff7f0e", "flex8+5": "#8c564b",
+}  # fmt: skip
+
+
+def _smooth(values: list[float], k: int = 15) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < k:
+        return v
+    kernel = np.ones(k) / k
+    return np.convolve(np.pad(v, (k // 2, k - 1 - k // 2), mode="edge"), kernel, mode="valid")
+
+
+def noise_verdict(reference: list[float], value: float) -> dict[str, Any]:
+    """Where ``value`` lies relative to the spread of float32 seeds ``reference``."""
+    lo, hi = min(reference), max(reference)
+    spread = hi - lo
+    mean = float(np.mean(reference))
+    if not math.isfinite(value):
+        return {"inside": False, "text": "diverged", "mean": mean, "spread": spread}
+    inside = lo <= value <= hi
+    if inside:
+        text = "within float32 seed spread"
+    else:
+        gap = (lo - value) if value < lo else (value - hi)
+        units = f"{gap / spread:.1f}x the spread" if spread > 0 else f"{gap:.4g}"
+        text = (
+            f"{'better' if value < lo else 'worse'} than every float32 seed by {gap:.4g} ({units})"
+        )
+    return {"inside": inside, "text": text, "mean": mean, "spread": spread}
+
+
+def _fmt(x: float) -> str:
+    return "nan" if not math.isfinite(x) else f"{x:.4f}"
+
+
+def _plot_experiment(data: dict[str, Any], folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = data["runs"]
+    panels = [("losses", "training loss")]
+    if any("wasserstein" in r["extra_curves"] for r in runs):
+        panels.append(("wasserstein", "Wasserstein estimate"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
+        for r in runs:
+            values = r["losses"] if key == "losses" else r["extra_curves"].get(key, [])
+            if not values:
+                continue
+            fp32 = r["format"] == "float32"
+            ax.plot(
+                r["steps"][: len(values)], _smooth(values), color=_COLOURS.get(r["format"]),
+                lw=0.9 if fp32 else 1.6, alpha=0.55 if fp32 else 0.95,
+                label=f"{r['format']} seed {r['seed']}" if fp32 else r["format"],
+            )  # fmt: skip
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        if key == "losses":
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{data['experiment']}: {data['description']}", fontsize=9)
+    fig.tight_layout()
+    curves = folder / "curves.png"
+    fig.savefig(curves, dpi=110)
+    plt.close(fig)
+    paths = [curves]
+    for tel in sorted(folder.glob("flex*_telemetry.jsonl")):
+        if tel.stat().st_size:
+            paths.append(plot_telemetry(tel, tel.with_suffix(".png"), max_tensors=6))
+    samples = sorted(folder.glob("*_samples.pt"))
+    if samples:
+        fig, axes = plt.subplots(1, len(samples), figsize=(3 * len(samples), 3.3), squeeze=False)
+        for ax, path in zip(axes[0], samples, strict=True):
+            imgs = torch.load(path)[:36].squeeze(1).numpy()
+            n = int(math.sqrt(len(imgs)))
+            grid = np.concatenate(
+                [np.concatenate(list(imgs[r * n : (r + 1) * n]), 1) for r in range(n)], 0
+            )
+            ax.imshow(grid, cmap="gray", vmin=-1, vmax=1)
+            ax.set_title(path.stem.removesuffix("_samples"), fontsize=8)
+            ax.axis("off")
+        fig.tight_layout()
+        grid_path = folder / "samples.png"
+        fig.savefig(grid_path, dpi=110)
+        plt.close(fig)
+        paths.append(grid_path)
+    return paths
+
+
+def _summary_figure(datasets: list[dict[str, Any]], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    for ax, data in zip(axes[0], datasets, strict=True):
+        for r in data["runs"]:
+            if not r["losses"]:
+                continue
+            fp32 = r["format"] == "float32"
+            label = (
+                "float32 (seeds)" if fp32 and r["seed"] == 0 else (None if fp32 else r["format"])
+            )
+            ax.plot(r["steps"], _smooth(r["losses"]), color=_COLOURS.get(r["format"]),
+                    lw=0.8 if fp32 else 1.5, alpha=0.6 if fp32 else 0.95, label=label)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_title(data["experiment"])
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("training loss")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "summary.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(out: str | Path, command: str = "") -> Path:
+    """(Re)write ``out/report.md`` from every ``out/*/results.json``."""
+    out = Path(out)
+    datasets = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
+    if not datasets:
+        raise FileNotFoundError(f"no results under {out}; run `omniflex flex repro` first")
+    lines = [
+        "# Flexpoint repro: flex16+5 vs float32, float16 and bfloat16",
+        "",
+        "Same model, seed, data order and hyperparameters in every format. float16 and bfloat16 "
+        "are emulated (values rounded at every op boundary, weights and optimizer state rounded "
+        "after every update, no loss scaling, no float32 master weights) — the paper's float16 "
+        "baseline. Noise = the spread over the float32 seeds; every other format runs seed 0.",
+        "",
+        f"Machine: {platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads.",
+        "",
+        f"Reproduce: `{command or 'omniflex flex repro all'}`",
+        "",
+        "![summary](summary.png)",
+        "",
+    ]
+    for data in datasets:
+        metric = data["metric"]
+        runs = data["runs"]
+        ref = [r["metrics"][metric] for r in runs if r["format"] == "float32"]
+        metric_keys = list(dict.fromkeys(k for r in runs for k in r["metrics"]))
+        lines += [f"## {data['experiment']}", "", data["description"] + ".", ""]
+        lines.append(
+            "| format | seed | " + " | ".join(metric_keys) + " | seconds | vs float32 noise |"
+        )
+        lines.append("|---" * (len(metric_keys) + 4) + "|")
+        for r in runs:
+            verdict = (
+                "reference"
+                if r["format"] == "float32"
+                else noise_verdict(ref, r["metrics"][metric])["text"]
+            )
+            if r["diverged"]:
+                verdict = f"diverged at step {r['steps'][-1] if r['steps'] else 0}; " + verdict
+            cells = " | ".join(_fmt(r["metrics"].get(k, float("nan"))) for k in metric_keys)
+            lines.append(
+                f"| {r['format']} | {r['seed']} | {cells} | {r['seconds']:.0f} | {verdict} |"
+            )
+        spread = max(ref) - min(ref)
+        lines += [
+            "",
+            f"Headline metric `{metric}` (lower is better); float32 mean {np.mean(ref):.4f}, "
+            f"spread {spread:.4f} over {len(ref)} seeds.",
+            "",
+        ]
+        folder = out / data["experiment"]
+        for path in _plot_experiment(data, folder):
+            lines.append(f"![{path.stem}]({path.relative_to(out)})")
+        cfg = {k: v for k, v in data["config"].items() if k not in ("progress",)}
+        lines += ["", f"Settings: `{json.dumps(cfg)}`", ""]
+    _summary_figure(datasets, out)
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
