@@ -6,7 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean .system-deps
+
+# Debian packages: espeak-ng synthesises the corpus's speech.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.system-deps:
+	@command -v espeak-ng >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng; }
+	@command -v espeak-ng >/dev/null || { echo "espeak-ng is required: apt-get install espeak-ng"; exit 1; }
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,10 +24,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) .system-deps
 	$(BIN)/omniflex flex demo --out runs/flex-demo
 
-test: $(STAMP)
+test: $(STAMP) .system-deps
 	$(BIN)/ruff check omniflex tests
 	$(BIN)/ruff format --check omniflex tests
 	$(BIN)/python -m pytest

@@ -64,15 +64,13 @@ def _plan(size: str, out: Path, seed: int) -> list[_ShardJob]:
     return jobs
 
 
+def _empty_stats() -> dict[str, Any]:
+    return {"tasks": Counter(), "voices": defaultdict(float), "tokens": Counter(),
+            "images": 0, "videos": 0, "samples": 0}  # fmt: skip
+
+
 def _build_shard(job: _ShardJob) -> dict[str, Any]:
-    stats: dict[str, Any] = {
-        "tasks": Counter(),
-        "voices": defaultdict(float),
-        "tokens": Counter(),
-        "images": 0,
-        "videos": 0,
-        "samples": 0,
-    }
+    stats = _empty_stats()
     with ShardWriter(job.path) as writer:
         for task, split, index in job.items:
             sample = make_sample(task, split, index, job.seed)  # type: ignore[arg-type]
@@ -116,14 +114,7 @@ def build_corpus(
     out.mkdir(parents=True, exist_ok=True)
     jobs = _plan(size, out, seed)
     workers = workers or min(mp.cpu_count(), 4)
-    totals: dict[str, Any] = {
-        "tasks": Counter(),
-        "voices": defaultdict(float),
-        "tokens": Counter(),
-        "images": 0,
-        "videos": 0,
-        "samples": 0,
-    }
+    totals = _empty_stats()
     # Always fresh "spawn" workers that import only the data layer: encoders such as libx264 can
     # make different (valid) choices in a process that has loaded other native libraries
     # (e.g. torch), and shard bytes must not depend on who called us.

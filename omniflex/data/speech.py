@@ -30,16 +30,20 @@ def _espeak() -> str:
     return path
 
 
-def synthesize(text: str, voice: Voice) -> np.ndarray:
-    """``text`` spoken by ``voice`` as 16 kHz mono float32. Deterministic for equal inputs."""
+def synthesize(text: str, voice: Voice, pitch_shift: int = 0) -> np.ndarray:
+    """``text`` spoken by ``voice`` as 16 kHz mono float32. Deterministic for equal inputs.
+
+    ``pitch_shift`` moves espeak-ng's pitch (0-99 scale) for augmentation; the duration and the
+    words stay the same, unlike a speed change."""
     if not text.strip():
         raise ValueError("cannot synthesise empty text")
+    pitch = min(max(voice.pitch + pitch_shift, 0), 99)
     cmd = [
         _espeak(),
         "-v",
         voice.espeak,
         "-p",
-        str(voice.pitch),
+        str(pitch),
         "-s",
         str(voice.speed),
         "--stdout",

@@ -134,15 +134,17 @@ class _Builder:
         return TEMPLATES[task][self.pick(template_ids(task, self.split))].format(**kw)
 
     def speech(self, role: str, text: str, voice: Voice, augment_it: bool) -> dict[str, Any]:
-        audio = synthesize(text, voice)
+        # Input speech is augmented (pitch, then speed, reverberation, noise); the assistant's
+        # preset voices are never altered: they are the reference the voice classifier learns.
+        shift = int(self.rng.integers(-10, 11)) if augment_it and self.rng.random() < 0.5 else 0
+        audio = synthesize(text, voice, pitch_shift=shift)
         part: dict[str, Any] = {
-            "type": "audio",
-            "file": f"{role}.wav",
-            "voice": voice.name,
-            "transcript": text,
-        }
+            "type": "audio", "file": f"{role}.wav", "voice": voice.name, "transcript": text,
+        }  # fmt: skip
         if augment_it:
             audio, applied = augment(audio, self.rng)
+            if shift:
+                applied = {"pitch_shift": float(shift), **applied}
             if applied:
                 part["augment"] = applied
         self.sample.media[f"{role}.wav"] = to_wav_bytes(audio)

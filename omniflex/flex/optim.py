@@ -82,6 +82,38 @@ class _FlexOptimizer(torch.optim.Optimizer):
         else:
             p.add_(update)
 
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One update of every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] = state.get("step", 0) + 1
+                self._update(p, group, state["step"])
+        return loss
+
+    def _update(self, p: torch.Tensor, group: dict[str, Any], step: int) -> None:
+        raise NotImplementedError
+
+    def _rms(
+        self, p: torch.Tensor, role: str, g: torch.Tensor, decay: float, step: int
+    ) -> torch.Tensor:
+        """Update and return ``sqrt(EMA(g**2))``, stored as a flex tensor (see module docstring)."""
+        r = self._load(p, role)
+        v = (
+            (1 - decay) * g * g
+            if r is None
+            else (r * r).mul_(decay).addcmul_(g, g, value=1 - decay)
+        )
+        self._store(p, role, v.sqrt_(), step)
+        return self._load(p, role)  # type: ignore[return-value]
+
     def flex_states(self) -> list[AutoflexState]:
         return [s for live in self._live.values() for s in live.values()]
 
@@ -129,30 +161,18 @@ class FlexSGD(_FlexOptimizer):
         }
         super().__init__(params, defaults, config)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                step = state["step"] = state.get("step", 0) + 1
-                w = p.dequantize() if isinstance(p, FlexWeight) else p
-                d = p.grad.float()
-                if group["weight_decay"]:
-                    d = d + group["weight_decay"] * w
-                if group["momentum"]:
-                    buf = self._load(p, "momentum")
-                    buf = d.clone() if buf is None else buf.mul_(group["momentum"]).add_(d)
-                    self._store(p, "momentum", buf, step)
-                    buf = self._load(p, "momentum")
-                    d = d + group["momentum"] * buf if group["nesterov"] else buf
-                self._apply(p, self._quantize(p, "update", -group["lr"] * d, step))
-        return loss
+    def _update(self, p: torch.Tensor, group: dict[str, Any], step: int) -> None:
+        w = p.dequantize() if isinstance(p, FlexWeight) else p
+        d = p.grad.float()
+        if group["weight_decay"]:
+            d = d + group["weight_decay"] * w
+        if group["momentum"]:
+            buf = self._load(p, "momentum")
+            buf = d.clone() if buf is None else buf.mul_(group["momentum"]).add_(d)
+            self._store(p, "momentum", buf, step)
+            buf = self._load(p, "momentum")
+            d = d + group["momentum"] * buf if group["nesterov"] else buf
+        self._apply(p, self._quantize(p, "update", -group["lr"] * d, step))
 
 
 class FlexAdam(_FlexOptimizer):
@@ -179,41 +199,23 @@ class FlexAdam(_FlexOptimizer):
         }  # fmt: skip
         super().__init__(params, defaults, config)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                step = state["step"] = state.get("step", 0) + 1
-                w = p.dequantize() if isinstance(p, FlexWeight) else p.detach()
-                g = p.grad.float()
-                if group["weight_decay"] and not group["decoupled"]:
-                    g = g + group["weight_decay"] * w
-                m = self._load(p, "exp_avg")
-                r = self._load(p, "exp_avg_sqrt")
-                m = (1 - beta1) * g if m is None else m.mul_(beta1).add_(g, alpha=1 - beta1)
-                v = (
-                    (1 - beta2) * g * g
-                    if r is None
-                    else (r * r).mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                )
-                self._store(p, "exp_avg", m, step)
-                self._store(p, "exp_avg_sqrt", v.sqrt_(), step)
-                m, r = self._load(p, "exp_avg"), self._load(p, "exp_avg_sqrt")
-                bc1 = 1 - beta1**step
-                bc2_sqrt = math.sqrt(1 - beta2**step)
-                update = -(group["lr"] / bc1) * m / (r / bc2_sqrt + group["eps"])
-                if group["weight_decay"] and group["decoupled"]:
-                    update = update - group["lr"] * group["weight_decay"] * w
-                self._apply(p, self._quantize(p, "update", update, step))
-        return loss
+    def _update(self, p: torch.Tensor, group: dict[str, Any], step: int) -> None:
+        beta1, beta2 = group["betas"]
+        w = p.dequantize() if isinstance(p, FlexWeight) else p.detach()
+        g = p.grad.float()
+        if group["weight_decay"] and not group["decoupled"]:
+            g = g + group["weight_decay"] * w
+        m = self._load(p, "exp_avg")
+        m = (1 - beta1) * g if m is None else m.mul_(beta1).add_(g, alpha=1 - beta1)
+        self._store(p, "exp_avg", m, step)
+        m = self._load(p, "exp_avg")
+        r = self._rms(p, "exp_avg_sqrt", g, beta2, step)
+        bc1 = 1 - beta1**step
+        bc2_sqrt = math.sqrt(1 - beta2**step)
+        update = -(group["lr"] / bc1) * m / (r / bc2_sqrt + group["eps"])
+        if group["weight_decay"] and group["decoupled"]:
+            update = update - group["lr"] * group["weight_decay"] * w
+        self._apply(p, self._quantize(p, "update", update, step))
 
 
 class FlexRMSprop(_FlexOptimizer):
@@ -237,31 +239,11 @@ class FlexRMSprop(_FlexOptimizer):
         defaults = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults, config)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                step = state["step"] = state.get("step", 0) + 1
-                g = p.grad.float()
-                if group["weight_decay"]:
-                    w = p.dequantize() if isinstance(p, FlexWeight) else p.detach()
-                    g = g + group["weight_decay"] * w
-                r = self._load(p, "square_avg_sqrt")
-                alpha = group["alpha"]
-                v = (
-                    (1 - alpha) * g * g
-                    if r is None
-                    else (r * r).mul_(alpha).addcmul_(g, g, value=1 - alpha)
-                )
-                self._store(p, "square_avg_sqrt", v.sqrt_(), step)
-                r = self._load(p, "square_avg_sqrt")
-                update = -group["lr"] * g / (r + group["eps"])
-                self._apply(p, self._quantize(p, "update", update, step))
-        return loss
+    def _update(self, p: torch.Tensor, group: dict[str, Any], step: int) -> None:
+        g = p.grad.float()
+        if group["weight_decay"]:
+            w = p.dequantize() if isinstance(p, FlexWeight) else p.detach()
+            g = g + group["weight_decay"] * w
+        r = self._rms(p, "square_avg_sqrt", g, group["alpha"], step)
+        update = -group["lr"] * g / (r + group["eps"])
+        self._apply(p, self._quantize(p, "update", update, step))

@@ -6,7 +6,10 @@ import pytest
 
 from omniflex.cli.main import main
 
-SUBCOMMANDS = [[], ["flex"], ["flex", "demo"], ["flex", "plot"], ["bench"], ["bench", "flex"]]
+SUBCOMMANDS = [
+    [], ["flex"], ["flex", "demo"], ["flex", "plot"], ["flex", "repro"], ["data"],
+    ["data", "build"], ["data", "convert"], ["bench"], ["bench", "flex"],
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("argv", SUBCOMMANDS, ids=lambda a: " ".join(a) or "omniflex")

@@ -52,6 +52,25 @@ def _fmt(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.4f}"
 
 
+def _curve(run: dict[str, Any], key: str) -> list[float]:
+    return run["losses"] if key == "losses" else run["extra_curves"].get(key, [])
+
+
+def _scale_axis(ax: Any, runs: list[dict[str, Any]], key: str) -> None:
+    """Log scale for positive losses; the y range follows float32, so a diverged run (flex8+5,
+    float16) runs off the top instead of squashing every other curve."""
+    ref = [v for r in runs if r["format"] == "float32" for v in _curve(r, key) if math.isfinite(v)]
+    if not ref:
+        return
+    lo, hi = min(ref), max(ref)
+    if key == "losses" and lo > 0:
+        ax.set_yscale("log")
+        ax.set_ylim(lo / 1.5, hi * 1.5)
+    else:
+        pad = 0.25 * (hi - lo or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+
+
 def _plot_experiment(data: dict[str, Any], folder: Path) -> list[Path]:
     import matplotlib
 
@@ -76,8 +95,7 @@ def _plot_experiment(data: dict[str, Any], folder: Path) -> list[Path]:
             )  # fmt: skip
         ax.set_xlabel("step")
         ax.set_ylabel(label)
-        if key == "losses":
-            ax.set_yscale("log")
+        _scale_axis(ax, runs, key)
         ax.legend(fontsize=8)
     fig.suptitle(f"{data['experiment']}: {data['description']}", fontsize=9)
     fig.tight_layout()
@@ -116,19 +134,21 @@ def _summary_figure(datasets: list[dict[str, Any]], out: Path) -> Path:
 
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
     for ax, data in zip(axes[0], datasets, strict=True):
+        key = "wasserstein" if data["experiment"] == "wgan" else "losses"
         for r in data["runs"]:
-            if not r["losses"]:
+            values = _curve(r, key)
+            if not values:
                 continue
             fp32 = r["format"] == "float32"
             label = (
                 "float32 (seeds)" if fp32 and r["seed"] == 0 else (None if fp32 else r["format"])
             )
-            ax.plot(r["steps"], _smooth(r["losses"]), color=_COLOURS.get(r["format"]),
+            ax.plot(r["steps"][: len(values)], _smooth(values), color=_COLOURS.get(r["format"]),
                     lw=0.8 if fp32 else 1.5, alpha=0.6 if fp32 else 0.95, label=label)  # fmt: skip
-        ax.set_yscale("log")
-        ax.set_title(data["experiment"])
+        _scale_axis(ax, data["runs"], key)
+        what = "Wasserstein estimate" if key == "wasserstein" else "training loss"
+        ax.set_title(f"{data['experiment']}: {what}", fontsize=10)
         ax.set_xlabel("step")
-    axes[0][0].set_ylabel("training loss")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     path = out / "summary.png"

@@ -276,7 +276,7 @@ def _run_wgan(cfg: ReproConfig, fmt: str, seed: int, telemetry: FlexTelemetry | 
             f_real = feature_net.features(x_real).numpy().astype(np.float64)
             result.metrics["frechet_distance"] = frechet_distance(f_real, f_fake)
             result.metrics["saturated_pixels"] = float((fake.abs() > 0.99).float().mean())
-            result.samples = fake[:64]  # type: ignore[attr-defined]
+            result.samples = fake[:64].clone()  # type: ignore[attr-defined]
         else:
             result.metrics["frechet_distance"] = float("nan")
     return result
@@ -370,7 +370,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         lambda cfg, fmt, seed, tel: _run_classifier(
             cfg, fmt, seed, tel, lambda: AlexNetSmall(width=cfg.value("width"))
         ),
-        {"steps": 600, "batch_size": 64, "lr": 0.02, "width": 32},
+        {"steps": 800, "batch_size": 64, "lr": 0.05, "width": 32},
         "test_error",
     ),
     "wgan": Experiment(
