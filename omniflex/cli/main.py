@@ -35,7 +35,8 @@ def _cmd_flex_repro(args: argparse.Namespace) -> int:
         k: v
         for k, v in {
             "formats": tuple(args.formats) if args.formats else None,
-            "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
+            "seeds": args.seeds, "other_seeds": args.other_seeds, "steps": args.steps,
+            "batch_size": args.batch_size,
             "lr": args.lr, "depth": args.depth, "width": args.width,
             "train_size": args.train_size, "test_size": args.test_size, "device": args.device,
             "telemetry_every": args.telemetry_every,
@@ -171,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="formats to run (default: float32 flex16+5 float16 bfloat16; also flex12+5 flex8+5)",
     )  # fmt: skip
     repro.add_argument("--seeds", type=int, help="float32 seeds for the noise band (default 3)")
+    repro.add_argument(
+        "--other-seeds", type=int, help="seeds for every other format (default 1: seed 0)"
+    )
     repro.add_argument("--steps", type=int, help="training steps (default: per experiment)")
     repro.add_argument("--batch-size", type=int, help="batch size (default: per experiment)")
     repro.add_argument("--lr", type=float, help="learning rate (default: per experiment)")

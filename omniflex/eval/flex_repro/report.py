@@ -169,7 +169,7 @@ def write_report(out: str | Path, command: str = "") -> Path:
         "Same model, seed, data order and hyperparameters in every format. float16 and bfloat16 "
         "are emulated (values rounded at every op boundary, weights and optimizer state rounded "
         "after every update, no loss scaling, no float32 master weights) — the paper's float16 "
-        "baseline. Noise = the spread over the float32 seeds; every other format runs seed 0.",
+        "baseline. Noise = the spread over the float32 seeds; other formats run the seeds listed.",
         "",
         f"Machine: {platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads.",
@@ -208,6 +208,17 @@ def write_report(out: str | Path, command: str = "") -> Path:
             f"spread {spread:.4f} over {len(ref)} seeds.",
             "",
         ]
+        by_format: dict[str, list[float]] = {}
+        for r in runs:
+            if r["format"] != "float32":
+                by_format.setdefault(r["format"], []).append(r["metrics"][metric])
+        multi = {f: v for f, v in by_format.items() if len(v) > 1}
+        for fmt, values in multi.items():
+            mean = float(np.mean(values))
+            verdict = noise_verdict(ref, mean)["text"]
+            lines.append(f"- {fmt}: mean {_fmt(mean)} over {len(values)} seeds — {verdict}.")
+        if multi:
+            lines.append("")
         folder = out / data["experiment"]
         for path in _plot_experiment(data, folder):
             lines.append(f"![{path.stem}]({path.relative_to(out)})")

@@ -46,13 +46,15 @@ __all__ = [
 class ReproConfig:
     """One experiment's settings. ``None`` fields take the experiment's CPU-sized default.
 
-    ``seeds`` float32 runs (seeds 0..seeds-1) give the noise band; every other format runs seed 0.
+    ``seeds`` float32 runs (seeds 0..seeds-1) give the noise band; every other format runs seeds
+    0..other_seeds-1 (default just seed 0).
     Paper-sized: ``--depth 110 --width 16 --steps 64000 --train-size 50000`` on a GPU.
     """
 
     experiment: str
     formats: tuple[str, ...] = ("float32", "flex16+5", "float16", "bfloat16")
     seeds: int = 3
+    other_seeds: int = 1
     steps: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -74,8 +76,10 @@ class ReproConfig:
             raise ValueError(f"unknown formats {bad}; choose from {FORMATS}")
         if "float32" not in self.formats:
             raise ValueError("formats must include float32: it is the reference")
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if self.seeds < 1 or self.other_seeds < 1:
+            raise ValueError(
+                f"seeds and other_seeds must be >= 1, got {self.seeds}, {self.other_seeds}"
+            )
         for name in ("steps", "batch_size", "width"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -99,7 +103,12 @@ class RunResult:
 
 
 def _cosine(opt: Any, step: int, total: int, base_lr: float) -> None:
-    lr = 0.5 * base_lr * (1 + math.cos(math.pi * step / total))
+    """Linear warm-up over the first 5% of steps, then cosine decay (same in every format)."""
+    warmup = max(1, total // 20)
+    if step < warmup:
+        lr = base_lr * (step + 1) / warmup
+    else:
+        lr = 0.5 * base_lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
     for group in opt.param_groups:
         group["lr"] = lr
 
@@ -395,9 +404,8 @@ def run_experiment(cfg: ReproConfig, out: str | Path) -> list[RunResult]:
     exp = EXPERIMENTS[cfg.experiment]
     folder = Path(out) / exp.name
     folder.mkdir(parents=True, exist_ok=True)
-    runs = [("float32", s) for s in range(cfg.seeds)] + [
-        (f, 0) for f in cfg.formats if f != "float32"
-    ]
+    runs = [("float32", s) for s in range(cfg.seeds)]
+    runs += [(f, s) for f in cfg.formats if f != "float32" for s in range(cfg.other_seeds)]
     results = []
     for fmt, seed in runs:
         tel = None
