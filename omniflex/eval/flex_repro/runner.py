@@ -404,6 +404,12 @@ def run_experiment(cfg: ReproConfig, out: str | Path) -> list[RunResult]:
     exp = EXPERIMENTS[cfg.experiment]
     folder = Path(out) / exp.name
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in [
+        *folder.glob("*_telemetry.*"),
+        *folder.glob("*_samples.pt"),
+        *folder.glob("*.png"),
+    ]:
+        stale.unlink()  # a rerun with other formats must not leave an earlier run's figures
     runs = [("float32", s) for s in range(cfg.seeds)]
     runs += [(f, s) for f in cfg.formats if f != "float32" for s in range(cfg.other_seeds)]
     results = []
