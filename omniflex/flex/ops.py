@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from omniflex.flex.autoflex import AutoflexState
 from omniflex.flex.config import FlexConfig
+from omniflex.flex.errors import FlexTypeError
 from omniflex.flex.format import FlexTensor
 from omniflex.flex.weight import FlexWeight
 
@@ -207,8 +208,6 @@ def flex_embedding(
     idx: torch.Tensor, weight: torch.Tensor, op: FlexOp, padding_idx: int | None = None
 ) -> torch.Tensor:
     """``F.embedding`` in Flexpoint: rows of a flex table; sparse gradients are not supported."""
-    from omniflex.flex.errors import FlexTypeError
-
     if idx.is_floating_point() or idx.is_complex():
         raise FlexTypeError(
             f"flex embedding '{op.name}' needs integer indices, got {idx.dtype}; "
