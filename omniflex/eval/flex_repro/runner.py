@@ -386,7 +386,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         "wgan",
         "DCGAN-style WGAN with weight clipping on scikit-learn's real digits (16x16), RMSprop",
         _run_wgan,
-        {"steps": 300, "batch_size": 64, "lr": 5e-5, "width": 32},
+        {"steps": 1200, "batch_size": 64, "lr": 1e-4, "width": 32},
         "frechet_distance",
     ),
     "lm": Experiment(
