@@ -140,17 +140,19 @@ def _summary_figure(datasets: list[dict[str, Any]], out: Path) -> Path:
             if not values:
                 continue
             fp32 = r["format"] == "float32"
-            label = (
-                "float32 (seeds)" if fp32 and r["seed"] == 0 else (None if fp32 else r["format"])
-            )
+            label = None if r["seed"] else ("float32 (seeds)" if fp32 else r["format"])
             ax.plot(r["steps"][: len(values)], _smooth(values), color=_COLOURS.get(r["format"]),
                     lw=0.8 if fp32 else 1.5, alpha=0.6 if fp32 else 0.95, label=label)  # fmt: skip
         _scale_axis(ax, data["runs"], key)
         what = "Wasserstein estimate" if key == "wasserstein" else "training loss"
         ax.set_title(f"{data['experiment']}: {what}", fontsize=10)
         ax.set_xlabel("step")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+    legend: dict[str, Any] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     path = out / "summary.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
