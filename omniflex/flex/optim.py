@@ -63,10 +63,14 @@ class _FlexOptimizer(torch.optim.Optimizer):
         )  # fmt: skip
         return out.values  # type: ignore[return-value]
 
-    def _store(self, p: torch.Tensor, role: str, x: torch.Tensor, step: int) -> None:
-        flex = self._state(p, role).to_flex(x, kernel=self.flex_config.kernel, clock=step)
-        self.state[p][role + "_mantissa"] = flex.mantissa
-        self.state[p][role + "_exponent"] = flex.exponent
+    def _store(self, p: torch.Tensor, role: str, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Keep ``x`` as flex state; returns its flex value (what a later ``_load`` gives)."""
+        out = self._state(p, role).quantize(
+            x, want_mantissa=True, want_values=True, kernel=self.flex_config.kernel, clock=step
+        )
+        self.state[p][role + "_mantissa"] = out.mantissa
+        self.state[p][role + "_exponent"] = out.exponent
+        return out.values  # type: ignore[return-value]
 
     def _load(self, p: torch.Tensor, role: str) -> torch.Tensor | None:
         st = self.state[p]
@@ -111,8 +115,7 @@ class _FlexOptimizer(torch.optim.Optimizer):
             if r is None
             else (r * r).mul_(decay).addcmul_(g, g, value=1 - decay)
         )
-        self._store(p, role, v.sqrt_(), step)
-        return self._load(p, role)  # type: ignore[return-value]
+        return self._store(p, role, v.sqrt_(), step)
 
     def flex_states(self) -> list[AutoflexState]:
         return [s for live in self._live.values() for s in live.values()]
@@ -169,8 +172,7 @@ class FlexSGD(_FlexOptimizer):
         if group["momentum"]:
             buf = self._load(p, "momentum")
             buf = d.clone() if buf is None else buf.mul_(group["momentum"]).add_(d)
-            self._store(p, "momentum", buf, step)
-            buf = self._load(p, "momentum")
+            buf = self._store(p, "momentum", buf, step)
             d = d + group["momentum"] * buf if group["nesterov"] else buf
         self._apply(p, self._quantize(p, "update", -group["lr"] * d, step))
 
@@ -207,8 +209,7 @@ class FlexAdam(_FlexOptimizer):
             g = g + group["weight_decay"] * w
         m = self._load(p, "exp_avg")
         m = (1 - beta1) * g if m is None else m.mul_(beta1).add_(g, alpha=1 - beta1)
-        self._store(p, "exp_avg", m, step)
-        m = self._load(p, "exp_avg")
+        m = self._store(p, "exp_avg", m, step)
         r = self._rms(p, "exp_avg_sqrt", g, beta2, step)
         bc1 = 1 - beta1**step
         bc2_sqrt = math.sqrt(1 - beta2**step)

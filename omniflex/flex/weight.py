@@ -80,7 +80,7 @@ class FlexWeight(torch.Tensor):
 
     def dequantize(self) -> torch.Tensor:
         """Exact float32 value as a plain tensor."""
-        return self._store.mantissa.float().mul_(2.0**self._store.exponent)
+        return self.flex().to_float()
 
     @torch.no_grad()
     def assign_(self, values: torch.Tensor) -> FlexWeight:
