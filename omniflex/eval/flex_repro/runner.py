@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -118,8 +119,26 @@ def _bar(cfg: ReproConfig, fmt: str, seed: int, total: int) -> tqdm:
     return tqdm(range(total), desc=desc, disable=None if cfg.progress else True, leave=False)
 
 
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
+def _log_step(
+    result: RunResult,
+    step: int,
+    loss: float,
+    telemetry: FlexTelemetry | None,
+    model: nn.Module,
+    optimizer: Any = None,
+    **curves: float,
+) -> bool:
+    """Record one training step; returns False (and marks the run diverged) on NaN/Inf."""
+    result.steps.append(step)
+    result.losses.append(loss)
+    for name, value in curves.items():
+        result.extra_curves.setdefault(name, []).append(value)
+    if not all(math.isfinite(v) for v in (loss, *curves.values())):
+        result.diverged = True
+        return False
+    if telemetry is not None:
+        telemetry.record(step, model, optimizer)
+    return True
 
 
 # --------------------------------------------------------------------------- classification
@@ -152,14 +171,8 @@ def _run_classifier(
         except FloatingPointError:  # FlexNonFiniteError: a NaN reached a flex op
             result.diverged = True
             break
-        value = loss.item()
-        result.steps.append(step)
-        result.losses.append(value)
-        if not _finite(value):
-            result.diverged = True
+        if not _log_step(result, step, loss.item(), telemetry, model, opt):
             break
-        if telemetry is not None:
-            telemetry.record(step, model, opt)
     model.eval()
     wrong = 0
     with torch.no_grad():
@@ -182,26 +195,28 @@ def _tail_mean(values: list[float], frac: float = 0.05) -> float:
 
 
 # --------------------------------------------------------------------------- WGAN
-_FEATURE_NET: dict[str, DigitFeatureNet] = {}
-
-
+@functools.cache
 def digit_feature_net() -> DigitFeatureNet:
     """The fixed float32 classifier for the Fréchet distance (trained once per process, seeded)."""
-    if "net" not in _FEATURE_NET:
-        x, y = digits_16()
-        torch.manual_seed(1234)
-        net = DigitFeatureNet()
-        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-        gen = torch.Generator().manual_seed(1234)
-        for _ in range(400):
-            idx = torch.randint(0, len(x), (64,), generator=gen)
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        net.eval()
-        _FEATURE_NET["net"] = net
-    return _FEATURE_NET["net"]
+    x, y = digits_16()
+    torch.manual_seed(1234)
+    net = DigitFeatureNet()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(1234)
+    for _ in range(400):
+        idx = torch.randint(0, len(x), (64,), generator=gen)
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+@functools.cache
+def _real_digit_features() -> np.ndarray:
+    """Features of every real digit: the reference side of each run's Fréchet distance."""
+    with torch.no_grad():
+        return digit_feature_net().features(digits_16()[0]).numpy().astype(np.float64)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -260,15 +275,10 @@ def _run_wgan(cfg: ReproConfig, fmt: str, seed: int, telemetry: FlexTelemetry | 
         except FloatingPointError:
             result.diverged = True
             break
-        w = w_est.item()
-        result.steps.append(step)
-        result.losses.append(g_loss.item())
-        result.extra_curves["wasserstein"].append(w)
-        if not (_finite(w) and _finite(result.losses[-1])):
-            result.diverged = True
+        if not _log_step(
+            result, step, g_loss.item(), telemetry, gen_model, wasserstein=w_est.item()
+        ):
             break
-        if telemetry is not None:
-            telemetry.record(step, gen_model)
     result.metrics["wasserstein_estimate"] = _tail_mean(result.extra_curves["wasserstein"])
     result.metrics["final_train_loss"] = _tail_mean(result.losses)
     feature_net = digit_feature_net()
@@ -282,8 +292,7 @@ def _run_wgan(cfg: ReproConfig, fmt: str, seed: int, telemetry: FlexTelemetry | 
             ok = False
         if ok:
             f_fake = feature_net.features(fake).numpy().astype(np.float64)
-            f_real = feature_net.features(x_real).numpy().astype(np.float64)
-            result.metrics["frechet_distance"] = frechet_distance(f_real, f_fake)
+            result.metrics["frechet_distance"] = frechet_distance(_real_digit_features(), f_fake)
             result.metrics["saturated_pixels"] = float((fake.abs() > 0.99).float().mean())
             result.samples = fake[:64].clone()  # type: ignore[attr-defined]
         else:
@@ -334,13 +343,8 @@ def _run_lm(cfg: ReproConfig, fmt: str, seed: int, telemetry: FlexTelemetry | No
         except FloatingPointError:
             result.diverged = True
             break
-        result.steps.append(step)
-        result.losses.append(loss.item())
-        if not _finite(result.losses[-1]):
-            result.diverged = True
+        if not _log_step(result, step, loss.item(), telemetry, model, opt):
             break
-        if telemetry is not None:
-            telemetry.record(step, model, opt)
     with torch.no_grad():
         x, y = batch_of(test, torch.Generator().manual_seed(5), 64)
         try:
