@@ -71,31 +71,44 @@ def _scale_axis(ax: Any, runs: list[dict[str, Any]], key: str) -> None:
         ax.set_ylim(lo - pad, hi + pad)
 
 
-def _plot_experiment(data: dict[str, Any], folder: Path) -> list[Path]:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plot_runs(ax: Any, runs: list[dict[str, Any]], key: str, per_seed_labels: bool) -> None:
+    """Smoothed curves, float32 seeds thin; then the axis scaled to float32's range."""
+    for r in runs:
+        values = _curve(r, key)
+        if not values:
+            continue
+        fp32 = r["format"] == "float32"
+        if per_seed_labels:
+            label = f"{r['format']} seed {r['seed']}" if fp32 else r["format"]
+        else:
+            label = None if r["seed"] else ("float32 (seeds)" if fp32 else r["format"])
+        ax.plot(
+            r["steps"][: len(values)], _smooth(values), color=_COLOURS.get(r["format"]),
+            lw=0.9 if fp32 else 1.6, alpha=0.55 if fp32 else 0.95, label=label,
+        )  # fmt: skip
+    _scale_axis(ax, runs, key)
+
+
+def _plot_experiment(data: dict[str, Any], folder: Path) -> list[Path]:
+    plt = _pyplot()
     runs = data["runs"]
     panels = [("losses", "training loss")]
     if any("wasserstein" in r["extra_curves"] for r in runs):
         panels.append(("wasserstein", "Wasserstein estimate"))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
-        for r in runs:
-            values = r["losses"] if key == "losses" else r["extra_curves"].get(key, [])
-            if not values:
-                continue
-            fp32 = r["format"] == "float32"
-            ax.plot(
-                r["steps"][: len(values)], _smooth(values), color=_COLOURS.get(r["format"]),
-                lw=0.9 if fp32 else 1.6, alpha=0.55 if fp32 else 0.95,
-                label=f"{r['format']} seed {r['seed']}" if fp32 else r["format"],
-            )  # fmt: skip
+        _plot_runs(ax, runs, key, per_seed_labels=True)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
-        _scale_axis(ax, runs, key)
         ax.legend(fontsize=8)
     fig.suptitle(f"{data['experiment']}: {data['description']}", fontsize=9)
     fig.tight_layout()
@@ -127,23 +140,12 @@ def _plot_experiment(data: dict[str, Any], folder: Path) -> list[Path]:
 
 
 def _summary_figure(datasets: list[dict[str, Any]], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
     for ax, data in zip(axes[0], datasets, strict=True):
         key = "wasserstein" if data["experiment"] == "wgan" else "losses"
-        for r in data["runs"]:
-            values = _curve(r, key)
-            if not values:
-                continue
-            fp32 = r["format"] == "float32"
-            label = None if r["seed"] else ("float32 (seeds)" if fp32 else r["format"])
-            ax.plot(r["steps"][: len(values)], _smooth(values), color=_COLOURS.get(r["format"]),
-                    lw=0.8 if fp32 else 1.5, alpha=0.6 if fp32 else 0.95, label=label)  # fmt: skip
-        _scale_axis(ax, data["runs"], key)
+        _plot_runs(ax, data["runs"], key, per_seed_labels=False)
         what = "Wasserstein estimate" if key == "wasserstein" else "training loss"
         ax.set_title(f"{data['experiment']}: {what}", fontsize=10)
         ax.set_xlabel("step")
