@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,7 +52,7 @@ class TokenizerError(ValueError):
     """A tokenizer folder is missing, incomplete or of another kind; the message says which."""
 
 
-def register_tokenizer(kind: str):  # noqa: ANN201 - decorator
+def register_tokenizer(kind: str) -> Callable[[type[Tokenizer]], type[Tokenizer]]:
     """Class decorator: make ``load_tokenizer`` know the tokenizer ``kind``."""
 
     def wrap(cls: type[Tokenizer]) -> type[Tokenizer]:
@@ -185,9 +186,9 @@ def _float_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
 def _read_config(directory: Path, kind: str | None) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.is_file():
+        hint = f"; train one with `omniflex tokenizer train {kind} --out {directory}`"
         raise TokenizerError(
-            f"{directory} is not a tokenizer folder: it has no {CONFIG_FILE}"
-            + (f"; train one with `omniflex tokenizer train {kind} --out {directory}`" if kind else "")
+            f"{directory} is not a tokenizer folder: it has no {CONFIG_FILE}" + (hint if kind else "")
         )
     try:
         data = json.loads(path.read_text())
