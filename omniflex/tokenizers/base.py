@@ -186,10 +186,8 @@ def _float_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
 def _read_config(directory: Path, kind: str | None) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.is_file():
-        hint = f"; train one with `omniflex tokenizer train {kind} --out {directory}`"
-        raise TokenizerError(
-            f"{directory} is not a tokenizer folder: it has no {CONFIG_FILE}" + (hint if kind else "")
-        )
+        hint = f"; train one: `omniflex tokenizer train {kind} --out {directory}`" if kind else ""
+        raise TokenizerError(f"{directory} is not a tokenizer folder (no {CONFIG_FILE}){hint}")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
