@@ -95,6 +95,32 @@ def _cmd_bench_flex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from omniflex.cli.tokenizer import print_report, train
+
+    meta = train(
+        args.kind, args.corpus, args.out, steps=args.steps, precision=args.precision,
+        threads=args.threads,
+    )  # fmt: skip
+    print_report(meta, args.json)
+    return 0
+
+
+def _cmd_tokenizer_roundtrip(args: argparse.Namespace) -> int:
+    from omniflex.cli.tokenizer import print_report, roundtrip
+
+    print_report(roundtrip(args.file, args.tokenizer, args.out), args.json)
+    return 0
+
+
+def _cmd_bench_tokenizers(args: argparse.Namespace) -> int:
+    from omniflex.eval.tokenizer_bench import run_tokenizer_benchmarks
+
+    results = run_tokenizer_benchmarks(args.corpus, only=args.only, quick=args.quick)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from omniflex.flex.bench import BENCHMARKS
     from omniflex.flex.config import RECIPES
@@ -224,6 +250,50 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
     convert.set_defaults(func=_cmd_data_convert)
 
+    tok = sub.add_parser(
+        "tokenizer", help="train tokenizers; round-trip a media file through one",
+        description=(
+            "Modality tokenizers: byte-level BPE for text, an FSQ VQ autoencoder for 64x64 "
+            "images, a causal streaming audio codec (16 kHz, 25 frames/s, 2 codebooks), and "
+            "video as time-interleaved image and audio codes."
+        ),
+    )  # fmt: skip
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+    ttrain = tok_sub.add_parser(
+        "train", help="train a tokenizer on the corpus's train split",
+        description=(
+            "Train the text, image or audio tokenizer and save it as a folder (config.json + "
+            "model.safetensors in flex16, or tokenizer.json for text). Text and audio read the "
+            "corpus (build it with `omniflex data build`); the image tokenizer renders its own "
+            "scenes and uses scikit-learn's digits. Losses go to OUT/train_log.jsonl."
+        ),
+    )  # fmt: skip
+    ttrain.add_argument("kind", choices=["text", "image", "audio"])
+    ttrain.add_argument("--corpus", default="data/tiny", help="corpus folder (default: data/tiny)")
+    ttrain.add_argument("--out", help="output folder (default: runs/tokenizers/KIND)")
+    ttrain.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
+    ttrain.add_argument(
+        "--precision", default="float32", choices=["float32", *RECIPES],
+        help="train in float32 or in a Flexpoint recipe (default: float32)",
+    )  # fmt: skip
+    ttrain.add_argument("--threads", type=int, help="CPU threads (default: the recipe's)")
+    ttrain.add_argument("--json", action="store_true", help="print the result as JSON")
+    ttrain.set_defaults(func=_cmd_tokenizer_train)
+    trt = tok_sub.add_parser(
+        "roundtrip", help="encode and decode a file, write the reconstruction, print figures",
+        description=(
+            "Encode FILE to tokens and back with the shipped tokenizer of its kind (WAV/FLAC: "
+            "audio codec; PNG/JPEG: image; MP4: video; .txt: text). The reconstruction is "
+            "written next to FILE as FILE.recon.EXT; the figures (tokens, PSNR, mel-cepstral "
+            "distortion, speaker similarity, exactness) are printed."
+        ),
+    )  # fmt: skip
+    trt.add_argument("file", help="a WAV, FLAC, PNG, JPEG, MP4 or UTF-8 .txt file")
+    trt.add_argument("--tokenizer", help="tokenizer folder or shipped name (default: by kind)")
+    trt.add_argument("--out", help="where to write the reconstruction")
+    trt.add_argument("--json", action="store_true", help="print the figures as JSON")
+    trt.set_defaults(func=_cmd_tokenizer_roundtrip)
+
     bench = sub.add_parser(
         "bench", help="benchmarks that print ratios against float32",
         description="Benchmarks. Each compares against float32 in the same run.",
@@ -244,6 +314,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", action="append", choices=list(BENCHMARKS), help="run only these (repeatable)"
     )
     bflex.set_defaults(func=_cmd_bench_flex)
+    btok = bench_sub.add_parser(
+        "tokenizers",
+        help="quality, latency and speed of the shipped tokenizers (JSON)",
+        description=(
+            "Measure the shipped tokenizers on the corpus's held-out test split against the "
+            "targets: audio speaker similarity and mel-cepstral distortion, latency, streaming "
+            "decode speed; image PSNR on scenes and digits and the scene judge's match rate; "
+            "text round trip; video token rates. Prints JSON."
+        ),
+    )
+    btok.add_argument("--corpus", default="data/tiny", help="corpus folder (default: data/tiny)")
+    btok.add_argument(
+        "--only", action="append", choices=["text", "image", "audio", "video"],
+        help="run only these (repeatable)",
+    )  # fmt: skip
+    btok.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    btok.set_defaults(func=_cmd_bench_tokenizers)
     return parser
 
 

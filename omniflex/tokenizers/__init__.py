@@ -1,5 +1,7 @@
 """Modality tokenizers: text BPE, image VQ, streaming audio codec, video interleaving."""
 
+from omniflex.tokenizers import special
+from omniflex.tokenizers.audio import AudioCodec, AudioCodecConfig
 from omniflex.tokenizers.base import (
     ASSETS,
     NeuralTokenizer,
@@ -10,14 +12,21 @@ from omniflex.tokenizers.base import (
 )
 from omniflex.tokenizers.fsq import FSQ
 from omniflex.tokenizers.streaming import StreamingModule
+from omniflex.tokenizers.text import TextTokenizer, TextTokenizerConfig, train_text_tokenizer
 
 __all__ = [
     "ASSETS",
     "FSQ",
+    "AudioCodec",
+    "AudioCodecConfig",
     "NeuralTokenizer",
     "StreamingModule",
+    "TextTokenizer",
+    "TextTokenizerConfig",
     "Tokenizer",
     "TokenizerError",
     "load_tokenizer",
     "register_tokenizer",
+    "special",
+    "train_text_tokenizer",
 ]

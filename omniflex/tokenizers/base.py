@@ -70,6 +70,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; these are meant to be shared
     os.replace(tmp, path)
 
 
@@ -142,6 +143,7 @@ class NeuralTokenizer(nn.Module, Tokenizer):
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.")
         os.close(fd)
         save_file(pack_state_dict(state), tmp, metadata={"format": "flex16+5"})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, directory / WEIGHTS_FILE)
         self._write_config(directory)
         return directory
@@ -175,11 +177,14 @@ def _float_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
 
     if not any(True for _ in flex_modules(module)):
         return dict(module.state_dict())
-    state: dict[str, torch.Tensor] = {
-        name: p.dequantize() if isinstance(p, FlexWeight) else p
-        for name, p in module.named_parameters()
-    }
-    state.update(module.named_buffers())
+    state: dict[str, torch.Tensor] = {}
+    for prefix, mod in module.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        for name, p in mod.named_parameters(recurse=False):
+            state[dot + name] = p.dequantize() if isinstance(p, FlexWeight) else p
+        for name, b in mod.named_buffers(recurse=False):
+            if name not in mod._non_persistent_buffers_set:
+                state[dot + name] = b
     return state
 
 
