@@ -44,7 +44,7 @@ def train(
             overrides["threads"] = threads
         tok = train_audio_codec(corpus, out, train=AudioTrainConfig(**overrides))
     elif kind == "image":
-        from omniflex.tokenizers.image import train_image_tokenizer
+        from omniflex.tokenizers.image_train import train_image_tokenizer
 
         kwargs: dict[str, Any] = {"precision": precision}
         if steps is not None:

@@ -36,8 +36,8 @@ _RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))
 
 @dataclass(frozen=True)
 class AudioTrainConfig:
-    steps: int = 3000
-    batch_size: int = 16
+    steps: int = 2400
+    batch_size: int = 8
     segment_seconds: float = 1.28
     lr: float = 2e-3
     warmup_steps: int = 200
@@ -47,7 +47,7 @@ class AudioTrainConfig:
     precision: str = "float32"  # or a flex recipe name, e.g. "flex16+5"
     threads: int = 2
     seed: int = 0
-    val_every: int = 500
+    val_every: int = 200
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

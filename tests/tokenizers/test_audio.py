@@ -196,3 +196,20 @@ def test_training_reduces_loss(tmp_path, precision: str) -> None:
     assert codec.metadata["train"]["precision"] == precision
     reloaded = AudioCodec.load(tmp_path / "out")
     assert reloaded.encode(clips[0]).shape == (1, 2, 25)
+
+
+def test_shipped_codec_quality() -> None:
+    """The shipped codec on a sentence it never saw, in a held-out voice: the quality figures
+    the benchmark reports (``omniflex bench tokenizers --only audio``) hold here too, with margin.
+    """
+    from omniflex.data.speech import synthesize
+    from omniflex.data.voices import voice
+    from omniflex.eval.audio_metrics import mel_cepstral_distortion, speaker_similarity
+
+    codec = load_tokenizer("audio")
+    assert isinstance(codec, AudioCodec)
+    assert codec.frame_rate * codec.num_codebooks == 50
+    audio = synthesize("the purple hexagon sits above a small green ring.", voice("moss"))
+    recon = codec.decode(codec.encode(audio))[0].numpy()[: len(audio)]
+    assert mel_cepstral_distortion(audio, recon) <= 3.5
+    assert speaker_similarity(audio, recon) >= 0.7  # the benchmark's mean is ~0.8; target 0.9
