@@ -108,7 +108,9 @@ def audio_codec_report(
     """Quality, latency and speed of ``codec`` on ``n`` held-out test utterances."""
     codec.eval()
     rows: dict[str, dict[str, list[float]]] = {}
-    for _voice, role, audio in test_utterances(corpus_dir, n):
+    by_voice: dict[str, list[np.ndarray]] = {}
+    for voice, role, audio in test_utterances(corpus_dir, n):
+        by_voice.setdefault(voice, []).append(audio)
         with torch.inference_mode():
             recon = codec.decode(codec.encode(audio))[0].numpy()[: len(audio)]
         group = "preset_voices" if role == "assistant" else "held_out_input_voices"
@@ -119,6 +121,10 @@ def audio_codec_report(
         k: [v for group in rows.values() for v in group[k]]
         for k in ("speaker_similarity", "mcd_db")
     }
+    # Context for the similarity figure: two *different* utterances of the same voice.
+    same_speaker = [
+        speaker_similarity(clips[0], clips[1]) for clips in by_voice.values() if len(clips) >= 2
+    ]
     cfg = codec.config
     report: dict[str, Any] = {
         "utterances": sum(len(r["mcd_db"]) for r in rows.values()),
@@ -128,6 +134,9 @@ def audio_codec_report(
             g: {k: _summary(v) for k, v in r.items()} | {"utterances": len(r["mcd_db"])}
             for g, r in rows.items()
         },
+        "same_speaker_different_utterance_similarity": (
+            _summary(same_speaker) | {"voices": len(same_speaker)} if same_speaker else None
+        ),
         "frame_rate_hz": cfg.frame_rate,
         "codebooks": cfg.codebooks,
         "cardinality": codec.cardinality,

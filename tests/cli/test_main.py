@@ -9,6 +9,7 @@ from omniflex.cli.main import main
 SUBCOMMANDS = [
     [], ["flex"], ["flex", "demo"], ["flex", "plot"], ["flex", "repro"], ["data"],
     ["data", "build"], ["data", "convert"], ["bench"], ["bench", "flex"],
+    ["bench", "tokenizers"], ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "roundtrip"],
 ]  # fmt: skip
 
 
