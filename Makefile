@@ -37,7 +37,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format omniflex tests
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/omniflex bench flex --json
+	$(BIN)/omniflex bench model
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -115,7 +115,11 @@ class _FlexOptimizer(torch.optim.Optimizer):
             if r is None
             else (r * r).mul_(decay).addcmul_(g, g, value=1 - decay)
         )
-        return self._store(p, role, v.sqrt_(), step)
+        r = self._store(p, role, v.sqrt_(), step)
+        # An entry under half a mantissa step of the stored exponent reads 0 while the first
+        # moment (stored with its own, finer exponent) may not: m / eps would explode. Floor the
+        # root at the storage's resolution, the smallest value it could have held.
+        return r.clamp_min(0.5 * math.ldexp(1.0, int(self.state[p][role + "_exponent"])))
 
     def flex_states(self) -> list[AutoflexState]:
         return [s for live in self._live.values() for s in live.values()]

@@ -1,0 +1,306 @@
+"""Model speed and memory against float32 and against Hugging Face GPT-2, as ratios.
+
+Issue 6's targets, each measured in one run on one machine, timings interleaved (ours, theirs,
+ours, theirs…) with the median taken, so a noisy shared machine moves both sides together:
+
+* ``decode``: tokens/s at batch 1 with the KV cache, against a ``transformers``
+  ``GPT2LMHeadModel`` of the same layers, width, heads and vocabulary generating as many tokens
+  greedily (target >= 2x).
+* ``train_step``: flex16+5 training step (forward, backward, FlexAdam) over float32 (AdamW),
+  tiny recipe (target <= 1.5x).
+* ``inference_step``: flex16+5 weights and flex16 KV cache over float32, for one decode step
+  and for one prefill chunk (target <= 1.3x).
+* ``memory``: flex16 weights + KV cache bytes over float32 (target <= 0.52x).
+
+Everything runs on one CPU thread unless ``threads`` says otherwise. Returns plain JSON-able
+dicts; printing is the caller's business.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from omniflex.model.config import ModelConfig
+from omniflex.model.generate import Generator
+from omniflex.model.sampling import GREEDY
+from omniflex.model.transformer import OmniModel
+from omniflex.model.vocab import VocabLayout
+
+__all__ = ["BENCHMARKS", "SHIPPED_LAYOUT", "run_model_benchmarks"]
+
+#: The layout of the shipped tokenizers (text BPE 1239, image FSQ 8*8*8*5*5, audio 2 x 1000).
+SHIPPED_LAYOUT = VocabLayout(text_size=1239, image_size=12800, audio_size=1000, audio_codebooks=2)
+
+
+def _interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median seconds of each function, run in turns."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _tiny(precision: str, layout: VocabLayout) -> ModelConfig:
+    return ModelConfig.from_name("tiny", vocab=layout, precision=precision)
+
+
+def _models(layout: VocabLayout) -> dict[str, OmniModel]:
+    """float32 and flex16+5 tiny models with the same starting weights."""
+    base = OmniModel.build(_tiny("float32", layout), seed=0)
+    flex = copy.deepcopy(base)
+    flex.config = _tiny("flex16+5", layout)
+    return {"float32": base, "flex16+5": flex.apply_precision()}
+
+
+def bench_decode(
+    layout: VocabLayout = SHIPPED_LAYOUT,
+    *,
+    new_tokens: int = 64,
+    prompt_tokens: int = 16,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Greedy decode at batch 1 (prefill included on both sides) against HF GPT-2."""
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError as err:  # an optional dependency: say how to get it
+        raise RuntimeError(
+            "the decode benchmark compares with Hugging Face transformers; "
+            "install it with `pip install 'transformers>=5'`"
+        ) from err
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    models = _models(layout)
+    cfg = models["float32"].config
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=layout.size, n_positions=cfg.max_seq_len, n_embd=cfg.dim,
+            n_layer=cfg.n_layers, n_head=cfg.n_heads, bos_token_id=None, eos_token_id=None,
+            pad_token_id=0,
+        )
+    ).eval()  # fmt: skip
+    prompt = torch.arange(prompt_tokens) + layout.text_size - prompt_tokens  # plain text ids
+    no_constraint = lambda tokens: None  # noqa: E731 - same work as HF: no grammar
+
+    def ours(name: str, storage: str) -> Callable[[], int]:
+        def run() -> int:
+            gen = Generator(models[name], layout, cache_storage=storage)  # type: ignore[arg-type]
+            stream = gen.stream(
+                prompt, max_new_tokens=new_tokens, sampling=GREEDY, constraint_fn=no_constraint
+            )
+            return sum(1 for _ in stream)
+
+        return run
+
+    def theirs() -> int:
+        with torch.no_grad():
+            out = hf.generate(
+                prompt[None], attention_mask=torch.ones(1, prompt_tokens, dtype=torch.long),
+                max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                use_cache=True, pad_token_id=0,
+            )  # fmt: skip
+        return out.shape[1] - prompt_tokens
+
+    fns = {
+        "hf_gpt2_float32": theirs,
+        "omni_float32": ours("float32", "float32"),
+        "omni_flex16": ours("flex16+5", "flex16"),
+    }
+    t = _interleaved(fns, repeats)
+    tps = {k: new_tokens / v for k, v in t.items()}
+    hf_tps = tps["hf_gpt2_float32"]
+    return {
+        "new_tokens": new_tokens,
+        "prompt_tokens": prompt_tokens,
+        "tokens_per_s": {k: round(v, 2) for k, v in tps.items()},
+        "ratio_float32_vs_hf": round(tps["omni_float32"] / hf_tps, 3),
+        "ratio_flex16_vs_hf": round(tps["omni_flex16"] / hf_tps, 3),
+        "target": ">= 2.0",
+        "met_float32": tps["omni_float32"] / hf_tps >= 2.0,
+        "met_flex16": tps["omni_flex16"] / hf_tps >= 2.0,
+    }
+
+
+def bench_train_step(
+    layout: VocabLayout = SHIPPED_LAYOUT,
+    *,
+    batch_size: int = 1,
+    seq_len: int = 256,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Forward + backward + optimizer step, tiny recipe, flex16+5 (FlexAdam) vs float32."""
+    from omniflex.flex import FlexAdam
+
+    models = _models(layout)
+    for m in models.values():
+        m.train()
+    opts = {
+        "float32": torch.optim.AdamW(models["float32"].parameters(), lr=1e-4),
+        "flex16+5": FlexAdam(models["flex16+5"].parameters(), lr=1e-4, decoupled=True),
+    }
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, layout.size, (batch_size, seq_len + 1), generator=gen)
+    x, y = ids[:, :-1], ids[:, 1:]
+
+    parts: dict[str, dict[str, list[float]]] = {
+        k: {"forward_backward": [], "optimizer": []} for k in models
+    }
+
+    def step(name: str) -> Callable[[], float]:
+        def run() -> float:
+            t0 = time.perf_counter()
+            opts[name].zero_grad(set_to_none=True)
+            loss = models[name](x, y).loss
+            loss.backward()
+            t1 = time.perf_counter()
+            opts[name].step()
+            parts[name]["forward_backward"].append(t1 - t0)
+            parts[name]["optimizer"].append(time.perf_counter() - t1)
+            return loss.item()
+
+        return run
+
+    t = _interleaved({k: step(k) for k in models}, repeats)
+    split = {
+        k: {part: round(statistics.median(v[1:]), 4) for part, v in d.items()}  # [0]: warm-up
+        for k, d in parts.items()
+    }
+    ratio = t["flex16+5"] / t["float32"]
+    fb = split["flex16+5"]["forward_backward"] / split["float32"]["forward_backward"]
+    return {
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "optimizers": {"float32": "torch.optim.AdamW", "flex16+5": "omniflex.flex.FlexAdam"},
+        "step_s": {k: round(v, 4) for k, v in t.items()},
+        "split_s": split,
+        "ratio_flex16_vs_float32": round(ratio, 3),
+        "ratio_forward_backward_only": round(fb, 3),
+        "target": "<= 1.5",
+        "met": ratio <= 1.5,
+    }
+
+
+def bench_inference_step(
+    layout: VocabLayout = SHIPPED_LAYOUT,
+    *,
+    context: int = 256,
+    prefill_tokens: int = 256,
+    repeats: int = 5,
+) -> dict[str, Any]:
+    """One decode step at ``context`` cached positions, and one prefill chunk, flex16 vs
+    float32 (flex16+5 weights with a flex16 cache against float32 with a float32 cache)."""
+    models = _models(layout)
+    storage = {"float32": "float32", "flex16+5": "flex16"}
+    gen = torch.Generator().manual_seed(0)
+    ctx = torch.randint(0, layout.text_size, (1, context), generator=gen)
+    chunk = torch.randint(0, layout.text_size, (1, prefill_tokens), generator=gen)
+    caches = {}
+    with torch.no_grad():
+        for name, m in models.items():
+            m.eval()
+            caches[name] = m.new_cache(storage=storage[name])  # type: ignore[arg-type]
+            m(ctx, cache=caches[name])
+
+    def decode(name: str) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                models[name](ctx[:, -1:], cache=caches[name], last_only=True)
+            caches[name].truncate(context)
+
+        return run
+
+    def prefill(name: str) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                cache = models[name].new_cache(storage=storage[name])  # type: ignore[arg-type]
+                models[name](chunk, cache=cache, last_only=True)
+
+        return run
+
+    t_dec = _interleaved({k: decode(k) for k in models}, repeats * 4, warmup=3)
+    t_pre = _interleaved({k: prefill(k) for k in models}, repeats)
+    r_dec = t_dec["flex16+5"] / t_dec["float32"]
+    r_pre = t_pre["flex16+5"] / t_pre["float32"]
+    return {
+        "context": context,
+        "prefill_tokens": prefill_tokens,
+        "decode_step_ms": {k: round(v * 1e3, 3) for k, v in t_dec.items()},
+        "prefill_ms": {k: round(v * 1e3, 2) for k, v in t_pre.items()},
+        "ratio_decode_flex16_vs_float32": round(r_dec, 3),
+        "ratio_prefill_flex16_vs_float32": round(r_pre, 3),
+        "target": "<= 1.3",
+        "met_decode": r_dec <= 1.3,
+        "met_prefill": r_pre <= 1.3,
+    }
+
+
+def bench_memory(layout: VocabLayout = SHIPPED_LAYOUT) -> dict[str, Any]:
+    """Bytes of weights plus a full-length KV cache, flex16 vs float32."""
+    models = _models(layout)
+    out: dict[str, Any] = {}
+    for name, storage in (("float32", "float32"), ("flex16+5", "flex16")):
+        m = models[name]
+        weights = m.weight_nbytes()
+        cache = m.new_cache(storage=storage).nbytes  # type: ignore[arg-type]
+        out[name] = {"weights": weights, "kv_cache": cache, "total": weights + cache}
+    ratio = out["flex16+5"]["total"] / out["float32"]["total"]
+    return {
+        "bytes": out,
+        "kv_cache_positions": models["float32"].config.max_seq_len,
+        "ratio_weights": round(out["flex16+5"]["weights"] / out["float32"]["weights"], 4),
+        "ratio_kv_cache": round(out["flex16+5"]["kv_cache"] / out["float32"]["kv_cache"], 4),
+        "ratio_total": round(ratio, 4),
+        "target": "<= 0.52",
+        "met": ratio <= 0.52,
+    }
+
+
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "memory": bench_memory,
+    "decode": bench_decode,
+    "inference_step": bench_inference_step,
+    "train_step": bench_train_step,
+}
+
+
+def run_model_benchmarks(
+    only: Iterable[str] | None = None, *, threads: int = 1, layout: VocabLayout = SHIPPED_LAYOUT
+) -> dict[str, Any]:
+    """Run the benchmarks named in ``only`` (default all) and return their results."""
+    names = list(BENCHMARKS) if only is None else list(only)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown model benchmarks {unknown}; choose from {list(BENCHMARKS)}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        results: dict[str, Any] = {
+            "machine": {
+                "torch": torch.__version__,
+                "threads": threads,
+                "cpu": platform.processor() or platform.machine(),
+            },
+            "model": _tiny("float32", layout).to_dict() | {"precision": "see each benchmark"},
+        }
+        for name in names:
+            t0 = time.perf_counter()
+            results[name] = BENCHMARKS[name](layout)
+            results[name]["bench_seconds"] = round(time.perf_counter() - t0, 1)
+    finally:
+        torch.set_num_threads(previous)
+    return results

@@ -1,0 +1,296 @@
+"""Streaming generation: prefill, step, and a cancellable token stream.
+
+``Generator`` owns one sequence's KV cache. ``prefill(ids)`` appends tokens (a whole prompt, or
+audio tokens as they arrive: incremental prefill), ``step()`` samples one token, and
+``stream(...)`` yields ``TokenEvent``s — the id and its modality — as they are produced, and
+returns as soon as a ``threading.Event`` is set (barge-in). Turning ids into text, sound or
+pixels is the chat layer's job (``omniflex.model.chat``), not this file's.
+
+A sampled token is *pending*: it is fed to the model at the next ``step``/``prefill``, so the
+stream hands each token out before spending a forward on it, and the last token of an answer
+costs no forward at all.
+
+``ModalityConstraint`` is the default decoding grammar: after ``<|audio|>`` only audio ids in
+codebook order (codebook ``k = position % codebooks``), and ``<|/audio|>`` only at frame
+boundaries; after ``<|image|>`` exactly ``grid * grid`` image ids, then ``<|/image|>``;
+elsewhere text ids and special tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from omniflex.model.kv_cache import CacheStorage, KVCache
+from omniflex.model.sampling import SamplingConfig, make_generator, sample_next
+from omniflex.model.transformer import OmniModel
+from omniflex.model.vocab import VocabLayout
+from omniflex.tokenizers import special
+
+__all__ = [
+    "ConstraintFn",
+    "Generator",
+    "Modality",
+    "ModalityConstraint",
+    "StopReason",
+    "TokenEvent",
+]
+
+Modality = Literal["special", "text", "image", "audio"]
+StopReason = Literal["stop_token", "max_new_tokens", "cancelled", "max_seq_len"]
+#: ``fn(tokens so far) -> bool mask (V,)`` of the ids the next token may take (None: any).
+ConstraintFn = Callable[[Sequence[int]], torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token."""
+
+    token_id: int
+    modality: Modality  # "special" for control tokens (ids below special.NUM_SPECIAL)
+    codebook: int | None = None  # audio only: which codebook the code belongs to
+    position: int = 0  # index of the token in the whole sequence
+
+
+class ModalityConstraint:
+    """The default decoding grammar, as a ``ConstraintFn`` that follows the modality markers.
+
+    Called with the whole token sequence; it remembers how far it has read, so each call costs
+    only the new tokens. A sequence that is shorter, or whose token at the last read position
+    differs, is read again from the start (call ``reset()`` after other rewrites). Tokens that
+    break the grammar (e.g. in a prompt) end the span they are in rather than raising.
+    """
+
+    def __init__(self, layout: VocabLayout, image_grid: int = 16) -> None:
+        if image_grid < 1:
+            raise ValueError(f"image_grid must be >= 1, got {image_grid}")
+        self.layout, self.image_tokens = layout, image_grid * image_grid
+        sid = special.special_index
+        self._audio, self._audio_end = sid(special.AUDIO), sid(special.AUDIO_END)
+        self._image, self._image_end = sid(special.IMAGE), sid(special.IMAGE_END)
+        text = layout.allowed("text")
+        for token in (special.PAD, special.BOS, special.AUDIO_END, special.IMAGE_END):
+            text[sid(token)] = False  # never predicted, or closing a span that is not open
+        self._text_mask = text
+        K = layout.audio_codebooks
+        self._audio_masks = [layout.allowed("audio", k) for k in range(K)]
+        self._audio_masks[0] = layout.allowed("audio", 0, special.AUDIO_END)
+        self._image_mask = layout.allowed("image")
+        self._image_end_mask = torch.zeros(layout.size, dtype=torch.bool)
+        self._image_end_mask[self._image_end] = True
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the tokens read so far."""
+        self.state: Literal["text", "audio", "image"] = "text"
+        self.count = 0  # tokens inside the open span
+        self._seen = 0
+        self._last = -1
+
+    def feed(self, token_id: int) -> None:
+        """Advance the state machine by one token."""
+        kind = self.layout.kind_of(token_id) if 0 <= token_id < self.layout.size else None
+        in_audio = self.state == "audio" and kind == "audio"
+        in_image = self.state == "image" and kind == "image" and self.count < self.image_tokens
+        if in_audio or in_image:
+            self.count += 1
+        elif token_id == self._audio:
+            self.state, self.count = "audio", 0
+        elif token_id == self._image:
+            self.state, self.count = "image", 0
+        else:  # a closing marker, or anything that leaves the span
+            self.state, self.count = "text", 0
+
+    def allowed(self) -> torch.Tensor:
+        """Bool mask (V,) of the ids the next token may take in the current state."""
+        if self.state == "audio":
+            return self._audio_masks[self.count % self.layout.audio_codebooks]
+        if self.state == "image":
+            return self._image_mask if self.count < self.image_tokens else self._image_end_mask
+        return self._text_mask
+
+    def __call__(self, tokens: Sequence[int]) -> torch.Tensor:
+        seen = self._seen
+        if len(tokens) < seen or (seen and int(tokens[seen - 1]) != self._last):
+            self.reset()  # not a continuation of what was read: read it all again
+        for t in tokens[self._seen :]:
+            self.feed(int(t))
+        self._seen = len(tokens)
+        self._last = int(tokens[-1]) if tokens else -1
+        return self.allowed()
+
+
+class Generator:
+    """Decoding with a KV cache over one sequence (batch 1).
+
+    Args:
+        model: an ``OmniModel`` (any precision); put in eval mode here.
+        layout: its vocabulary layout (for the default constraint and token modalities).
+        cache_storage: ``"float32"`` or ``"flex16"`` KV cache.
+        image_grid: side of an image's code grid (tokens per image = grid²).
+        max_len: cache capacity (default the model's ``max_seq_len``).
+    """
+
+    def __init__(
+        self,
+        model: OmniModel,
+        layout: VocabLayout,
+        *,
+        cache_storage: CacheStorage = "float32",
+        image_grid: int = 16,
+        max_len: int | None = None,
+    ) -> None:
+        if layout.size != model.config.vocab_size:
+            raise ValueError(
+                f"layout has {layout.size} ids but the model's vocabulary has "
+                f"{model.config.vocab_size}; pass the VocabLayout the model was built with"
+            )
+        self.model = model.eval()
+        self.layout = layout
+        self.image_grid = image_grid
+        self.cache: KVCache = model.new_cache(1, storage=cache_storage, max_len=max_len)
+        self.tokens: list[int] = []  # the whole sequence: fed and pending
+        self.logits: torch.Tensor | None = None  # (V,) next-token logits once all are fed
+        self.stop_reason: StopReason | None = None
+        self.default_constraint = ModalityConstraint(layout, image_grid)
+        self._device = next(model.buffers()).device
+
+    # ------------------------------------------------------------------ state
+    @property
+    def position(self) -> int:
+        """Tokens in the sequence (cached plus pending)."""
+        return len(self.tokens)
+
+    @property
+    def pending(self) -> list[int]:
+        """Tokens appended but not yet run through the model."""
+        return self.tokens[self.cache.length :]
+
+    def reset(self) -> None:
+        """Start a new, empty sequence."""
+        self.truncate(0)
+
+    def truncate(self, n: int) -> None:
+        """Roll the sequence back to its first ``n`` tokens (e.g. where the user barged in)."""
+        if not 0 <= n <= len(self.tokens):
+            raise ValueError(f"cannot truncate to {n}: the sequence has {len(self.tokens)} tokens")
+        self.cache.truncate(min(n, self.cache.length))
+        del self.tokens[n:]
+        self.logits = None
+        self.default_constraint.reset()
+
+    # ------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def prefill(self, ids: Iterable[int] | torch.Tensor, *, chunk_size: int = 512) -> torch.Tensor:
+        """Append ``ids`` (and any pending tokens), run them through the model in chunks of at
+        most ``chunk_size``, and return the next-token logits (V,)."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.reshape(-1).tolist()
+        new = [int(t) for t in ids]
+        bad = [t for t in new if not 0 <= t < self.layout.size]
+        if bad:
+            raise ValueError(
+                f"token ids {bad[:5]} are outside the vocabulary [0, {self.layout.size})"
+            )
+        self.tokens.extend(new)
+        todo = self.pending
+        if not todo:
+            if self.logits is not None:
+                return self.logits
+            if not self.tokens:
+                raise ValueError("nothing to prefill: the sequence is empty")
+            # After truncate() the last token's logits are gone: run that token again.
+            self.cache.truncate(len(self.tokens) - 1)
+            todo = self.pending
+        if len(self.tokens) > self.cache.max_len:
+            raise ValueError(
+                f"sequence of {len(self.tokens)} tokens exceeds the cache capacity "
+                f"{self.cache.max_len}; truncate() or start a new sequence"
+            )
+        for start in range(0, len(todo), chunk_size):
+            chunk = torch.tensor([todo[start : start + chunk_size]], device=self._device)
+            out = self.model(chunk, cache=self.cache, last_only=True)
+        self.logits = out.logits[0, -1]
+        return self.logits
+
+    def step(
+        self,
+        sampling: SamplingConfig | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> int:
+        """Sample the next token (never outside ``mask``), append it as pending, return it."""
+        sampling = sampling or SamplingConfig()
+        logits = self.prefill(())
+        token = sample_next(
+            logits, sampling, previous=self.tokens, mask=mask, generator=generator
+        )  # fmt: skip
+        self.tokens.append(token)
+        self.logits = None
+        return token
+
+    def event(self, token_id: int, position: int) -> TokenEvent:
+        """The ``TokenEvent`` of ``token_id`` (its modality and audio codebook)."""
+        if token_id < special.NUM_SPECIAL:
+            return TokenEvent(token_id, "special", None, position)
+        kind = self.layout.kind_of(token_id)
+        codebook = None
+        if kind == "audio":
+            codebook = (token_id - self.layout.audio_offset) // self.layout.audio_size
+        return TokenEvent(token_id, kind, codebook, position)
+
+    def stream(
+        self,
+        prompt_ids: Iterable[int] | torch.Tensor,
+        *,
+        max_new_tokens: int,
+        sampling: SamplingConfig | None = None,
+        stop_tokens: Iterable[int] = (),
+        constraint_fn: ConstraintFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[TokenEvent]:
+        """Append ``prompt_ids`` and yield generated tokens one by one.
+
+        Stops after a token in ``stop_tokens`` (which is yielded), after ``max_new_tokens``,
+        when the cache is full, or — checked before every forward and before every yield — as
+        soon as ``cancel`` is set; ``self.stop_reason`` says which. ``constraint_fn`` maps the
+        sequence so far to the allowed-id mask; default ``ModalityConstraint``.
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        sampling = sampling or SamplingConfig()
+        stops = {int(t) for t in stop_tokens}
+        constraint = constraint_fn or self.default_constraint
+        generator = make_generator(sampling.seed, self._device)
+        self.stop_reason = None
+
+        def cancelled() -> bool:
+            return cancel is not None and cancel.is_set()
+
+        if cancelled():
+            self.stop_reason = "cancelled"
+            return
+        self.prefill(prompt_ids)
+        for _ in range(max_new_tokens):
+            if cancelled():
+                self.stop_reason = "cancelled"
+                return
+            if self.position >= self.cache.max_len:
+                self.stop_reason = "max_seq_len"
+                return
+            mask = constraint(self.tokens)
+            token = self.step(sampling, mask=mask, generator=generator)
+            if cancelled():  # the forward took a while: drop the token, hand out nothing
+                del self.tokens[-1]  # still pending: the cache never saw it
+                self.stop_reason = "cancelled"
+                return
+            yield self.event(token, self.position - 1)
+            if token in stops:
+                self.stop_reason = "stop_token"
+                return
+        self.stop_reason = "max_new_tokens"

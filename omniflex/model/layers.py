@@ -1,0 +1,235 @@
+"""The transformer's parts: RMSNorm, rotary position embedding, SwiGLU MLP, QK-norm attention.
+
+Every weight matmul is an ``nn.Linear`` and both attention matmuls are ``omniflex.flex.Matmul``
+call sites, so ``convert_to_flex`` (or ``convert_to_float_emulation``) finds and swaps all of
+them; norms, RoPE and softmax stay float32, as in the paper (Flexpoint covers the tensors that
+cross a matmul). Attention has a pure-PyTorch reference path (the one flex runs through) and,
+for unconverted float32 models, a ``scaled_dot_product_attention`` fast path; tests check that
+the two agree.
+
+Shapes: B batch, T new positions, S cached + new positions, C = dim, H query heads,
+Hkv key/value heads, D head size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omniflex.flex import Matmul
+
+if TYPE_CHECKING:
+    from omniflex.model.kv_cache import KVCache
+
+__all__ = [
+    "MLP",
+    "AttentionImpl",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SelfAttention",
+    "apply_rope",
+    "causal_mask",
+    "rms_norm",
+]
+
+AttentionImpl = Literal["auto", "reference", "sdpa"]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned gain (float32; not a flex op)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x / rms(x) * weight`` over the last dim; ``weight`` broadcasts against ``x``."""
+    # Written out: on CPU this beats F.rms_norm for the small tensors of decoding.
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables of RoPE for positions ``[0, max_seq_len)`` (rotate-half convention).
+
+    The sin table carries the rotation's sign (``-sin`` on the first half), so applying RoPE
+    is ``x * cos + swap_halves(x) * sin``: three kernels instead of five.
+    """
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)  # (L, D/2)
+        cos = torch.cat([angles.cos(), angles.cos()], dim=-1)  # (L, D)
+        signed_sin = torch.cat([-angles.sin(), angles.sin()], dim=-1)  # (L, D)
+        # Not persistent: derived from the config, so checkpoints stay free of them.
+        self.register_buffer("cos", cos.float(), persistent=False)
+        self.register_buffer("sin", signed_sin.float(), persistent=False)
+        self.max_seq_len = max_seq_len
+
+    def forward(
+        self, positions: torch.Tensor | None = None, *, start: int = 0, length: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape (T, 1, D) or (B, T, 1, D) (broadcast over heads), for
+        ``positions`` (T,) or (B, T), or for the range ``[start, start + length)``."""
+        if positions is None:
+            last = start + length - 1
+            cos, sin = self.cos[start : start + length], self.sin[start : start + length]
+        else:
+            last = int(positions.max()) if positions.numel() else 0
+            cos, sin = self.cos[positions], self.sin[positions]
+        if last >= self.max_seq_len:
+            raise ValueError(
+                f"position {last} is beyond max_seq_len ({self.max_seq_len}); "
+                "truncate the context or build the model with a larger max_seq_len"
+            )
+        return cos.unsqueeze(-2), sin.unsqueeze(-2)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (B, T, H, D) by ``RotaryEmbedding`` tables (T, 1, D) or (B, T, 1, D)."""
+    half = x.shape[-1] // 2
+    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)  # sign lives in ``sin``
+    return torch.addcmul(x * cos, swapped, sin)
+
+
+class MLP(nn.Module):
+    """SwiGLU: ``w2(silu(x W1) * (x W3))`` with W1 and W3 fused into one Linear (one flex op)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.w13 = nn.Linear(dim, 2 * hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.dropout_p = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).split(self.hidden, dim=-1)  # (B, T, hidden) each
+        y = self.w2(F.silu(gate) * up)  # (B, T, C)
+        if self.dropout_p and self.training:
+            y = F.dropout(y, self.dropout_p)
+        return y
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head (or grouped-query) attention with QK-norm, RoPE and a KV cache.
+
+    QK-norm (RMSNorm over each head's queries and keys, before RoPE) bounds the attention
+    logits, which keeps mixed-modal training stable (Chameleon) and — for Flexpoint — keeps the
+    ``q @ k^T`` operands in a narrow, predictable range that one shared exponent suits.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        n_kv_heads: int,
+        *,
+        norm_eps: float = 1e-5,
+        dropout: float = 0.0,
+        layer_index: int = 0,
+    ) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = dim // n_heads
+        self.layer_index = layer_index
+        self.dropout_p = dropout
+        self.impl: AttentionImpl = "auto"
+        self.wqkv = nn.Linear(dim, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, norm_eps)
+        self.qk = Matmul()  # scores = q @ k^T
+        self.av = Matmul()  # out = probs @ v
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, C)
+        cos: torch.Tensor,  # (T, 1, D) or (B, T, 1, D), from RotaryEmbedding
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,  # (T, S) bool, True = may attend; None = causal over T
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        qkv = self.wqkv(x).view(B, T, H + 2 * Hkv, D)
+        qk, v = qkv.split([H + Hkv, Hkv], dim=2)  # (B, T, H + Hkv, D), (B, T, Hkv, D)
+        # QK-norm and RoPE on queries and keys together: one set of kernels for both.
+        qk_gain = torch.cat([self.q_norm.weight.expand(H, D), self.k_norm.weight.expand(Hkv, D)])
+        qk = apply_rope(rms_norm(qk, qk_gain, self.q_norm.eps), cos, sin)
+        q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)  # (B, H, T, D), (B, Hkv, T, D)
+        v = v.transpose(1, 2)  # (B, Hkv, T, D)
+        if cache is not None:
+            k, v = cache.update(self.layer_index, k, v)  # (B, Hkv, S, D)
+        S = k.shape[2]
+        if mask is None and 1 < T < S:  # a chunk after cached positions: causal, offset
+            mask = causal_mask(T, S, device=x.device)
+        if self._use_sdpa():
+            y = self._sdpa(q, k, v, mask)
+        else:
+            y = self.reference_attention(q, k, v, mask)
+        y = self.wo(y.transpose(1, 2).reshape(B, T, H * D))  # (B, T, C)
+        if self.dropout_p and self.training:
+            y = F.dropout(y, self.dropout_p)
+        return y
+
+    def _use_sdpa(self) -> bool:
+        # Converted call sites (flex, emulation) must run their own matmuls: reference path.
+        plain = type(self.qk) is Matmul and type(self.av) is Matmul
+        if self.impl == "sdpa" and not plain:
+            raise ValueError(
+                "attention impl 'sdpa' needs unconverted float32 matmuls, but this model's "
+                f"attention runs through {type(self.qk).__name__}; use impl 'auto' or 'reference'"
+            )
+        return plain and self.impl != "reference"
+
+    def _sdpa(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        T = q.shape[2]
+        return F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=mask,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            is_causal=mask is None and T > 1,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # fmt: skip
+
+    def reference_attention(
+        self,
+        q: torch.Tensor,  # (B, H, T, D)
+        k: torch.Tensor,  # (B, Hkv, S, D)
+        v: torch.Tensor,  # (B, Hkv, S, D)
+        mask: torch.Tensor | None,  # (T, S) bool; None = causal (T == S) or all (T == 1)
+    ) -> torch.Tensor:
+        """Attention written out: ``softmax(q k^T / sqrt(D) + mask) v`` through ``qk``/``av``."""
+        B, H, T, D = q.shape
+        S = k.shape[2]
+        if self.n_kv_heads != H:
+            groups = H // self.n_kv_heads
+            k = k.unsqueeze(2).expand(B, self.n_kv_heads, groups, S, D).reshape(B, H, S, D)
+            v = v.unsqueeze(2).expand(B, self.n_kv_heads, groups, S, D).reshape(B, H, S, D)
+        scores = self.qk(q * (1.0 / math.sqrt(D)), k.transpose(-1, -2))  # (B, H, T, S)
+        if mask is None and T > 1:
+            mask = causal_mask(T, S, device=q.device)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1)  # (B, H, T, S)
+        if self.training and self.dropout_p > 0:
+            probs = F.dropout(probs, self.dropout_p)
+        return self.av(probs, v)  # (B, H, T, D)
+
+
+def causal_mask(T: int, S: int, device: torch.device | None = None) -> torch.Tensor:
+    """(T, S) bool: the i-th of T new positions (the last T of S) sees keys ``j <= S - T + i``."""
+    offset = S - T
+    rows = torch.arange(T, device=device).unsqueeze(1) + offset
+    return torch.arange(S, device=device).unsqueeze(0) <= rows

@@ -1,0 +1,255 @@
+"""Pretokenize a corpus once: every conversation through the chat template into a token cache.
+
+Running the audio codec, the image tokenizer and the video reader on every step would cost the
+trainer more than the model does on a CPU, so each split is encoded once into::
+
+    out_dir/{split}/         the trainer's token cache (``omniflex.train.write_token_cache``):
+        ids.npy              int32  (N,)      every document's ids, concatenated in shard order
+        loss_mask.npy        uint8  (N,)      1 where the model is trained to predict the id
+        offsets.npy          int64  (D + 1,)  document d is ids[offsets[d] : offsets[d + 1]]
+        meta.json            format version, counts, largest id
+    out_dir/{split}.json     what the cache holds: documents, tokens, loss_tokens,
+                             tokens_by_kind (special / text / image / audio), lengths and
+                             by_task ({task: documents, mean, p95, max}), keys and doc_tasks
+                             (per document, in order), seconds, the template's config
+
+``omniflex.train.TokenDataset(out_dir / split, seq_len)`` reads the cache. The cache folder is
+renamed into place whole; ``{split}.json`` is written after it (temporary file + rename), so a
+``{split}.json`` always describes the cache beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from omniflex.data.shards import read_shard
+from omniflex.model.chat import ChatFormatError, ChatTemplate
+from omniflex.tokenizers import special
+
+__all__ = ["pretokenize_corpus"]
+
+
+@dataclass
+class _Doc:
+    key: str
+    task: str
+    ids: list[int]
+    loss_mask: list[int]
+
+
+# Set in each worker process by _init_worker (forked: the template is inherited, not pickled).
+_TEMPLATE: ChatTemplate | None = None
+
+
+def _init_worker(template: ChatTemplate) -> None:
+    global _TEMPLATE
+    torch.set_num_threads(1)
+    _TEMPLATE = template
+
+
+def _encode_samples(template: ChatTemplate, shard: Path, limit: int | None) -> Iterator[_Doc]:
+    for i, sample in enumerate(read_shard(shard)):
+        if limit is not None and i >= limit:
+            return
+        try:
+            encoded = template.encode(sample.conversation, sample.files)
+        except ChatFormatError as err:
+            raise ChatFormatError(f"{shard}, sample {sample.key}: {err}") from None
+        task = str(sample.conversation.get("task", "unknown"))
+        yield _Doc(sample.key, task, encoded.ids, encoded.loss_mask)
+
+
+def _encode_shard(job: tuple[Path, int | None]) -> list[_Doc]:
+    if _TEMPLATE is None:
+        raise RuntimeError("pretokenize worker started without _init_worker")
+    return list(_encode_samples(_TEMPLATE, *job))
+
+
+def _split_shards(corpus_dir: Path, split: str) -> list[Path]:
+    shards = sorted(corpus_dir.glob(f"{split}-*.tar"))
+    if not shards:
+        found = sorted(p.name for p in corpus_dir.glob("*.tar"))[:6]
+        raise FileNotFoundError(
+            f"no '{split}-*.tar' shards in {corpus_dir} (found {found or 'no shards'}); "
+            f"build the corpus with `omniflex data build --out {corpus_dir}`"
+        )
+    return shards
+
+
+def _docs(
+    template: ChatTemplate,
+    shards: Sequence[Path],
+    *,
+    workers: int,
+    limit: int | None,
+    progress: bool,
+    desc: str,
+) -> Iterator[_Doc]:
+    if limit is not None:
+        # A subset is for measuring: read shards in order until ``limit`` documents.
+        bar = tqdm(total=limit, desc=desc, unit="doc", disable=not progress)
+        left = limit
+        for shard in shards:
+            for doc in _encode_samples(template, shard, left):
+                left -= 1
+                bar.update()
+                yield doc
+            if left == 0:
+                break
+        bar.close()
+        return
+    if workers <= 1:
+        bar = tqdm(desc=desc, unit="doc", disable=not progress)
+        for shard in shards:
+            for doc in _encode_samples(template, shard, None):
+                bar.update()
+                yield doc
+        bar.close()
+        return
+    # Fork: workers inherit the loaded tokenizers instead of unpickling them.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, context, _init_worker, (template,)) as pool:
+        bar = tqdm(total=len(shards), desc=desc, unit="shard", disable=not progress)
+        for docs in pool.map(_encode_shard, [(shard, None) for shard in shards]):
+            bar.update()
+            yield from docs
+        bar.close()
+
+
+def _kind_counts(ids: np.ndarray, template: ChatTemplate) -> dict[str, int]:
+    layout = template.layout
+    return {
+        "special": int((ids < special.NUM_SPECIAL).sum()),
+        "text": int(((ids >= special.NUM_SPECIAL) & (ids < layout.text_size)).sum()),
+        "image": int(((ids >= layout.image_offset) & (ids < layout.audio_offset)).sum()),
+        "audio": int((ids >= layout.audio_offset).sum()),
+    }
+
+
+def _length_stats(lengths: Iterable[int]) -> dict[str, float | int]:
+    values = np.asarray(list(lengths), dtype=np.int64)
+    return {
+        "documents": int(values.size),
+        "mean": round(float(values.mean()), 1),
+        "p95": int(np.percentile(values, 95)),
+        "max": int(values.max()),
+    }
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def pretokenize_corpus(
+    corpus_dir: str | Path,
+    out_dir: str | Path,
+    template: ChatTemplate,
+    splits: Sequence[str] = ("train", "val", "test"),
+    workers: int = 1,
+    progress: bool = True,
+    *,
+    limit: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Encode every sample of ``corpus_dir/{split}-*.tar`` into ``out_dir/{split}/`` (the token
+    cache) and ``out_dir/{split}.json`` (its statistics).
+
+    Args:
+        corpus_dir: a corpus built by ``omniflex data build`` (WebDataset shards).
+        out_dir: where the caches go (created; caches of these splits are replaced).
+        template: the ``ChatTemplate`` (its config is stored in each ``{split}.json``).
+        splits: which splits to encode.
+        workers: processes, one shard at a time each (forked; 1 = in this process).
+        progress: show a tqdm bar per split.
+        limit: encode only the first ``limit`` samples of each split, in shard order and in
+            this process (for measuring speed and lengths on a subset).
+
+    Returns:
+        ``{split: meta}``, the contents of each ``{split}.json``.
+
+    Raises ``ChatFormatError`` naming the shard and sample for a conversation that does not
+    fit the format, ``FileNotFoundError`` for a split without shards.
+    """
+    # The cache format belongs to the trainer (omniflex.train, a layer above this one): imported
+    # here, not at module level, so that importing omniflex.model never imports omniflex.train
+    # (whose run module imports omniflex.model: a cycle).
+    from omniflex.train.dataset import write_token_cache
+
+    corpus, out = Path(corpus_dir), Path(out_dir)
+    if workers < 1:
+        raise ValueError(f"pretokenize_corpus: workers must be >= 1, got {workers}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"pretokenize_corpus: limit must be None or >= 1, got {limit}")
+    if not corpus.is_dir():
+        raise FileNotFoundError(
+            f"corpus folder {corpus} does not exist; build it with `omniflex data build`"
+        )
+    shards_by_split = {split: _split_shards(corpus, split) for split in splits}  # fail early
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for split, shards in shards_by_split.items():
+        start = time.perf_counter()
+        keys: list[str] = []
+        doc_tasks: list[str] = []
+        lengths: list[int] = []
+        kinds = dict.fromkeys(("special", "text", "image", "audio"), 0)
+
+        def pairs(
+            docs: Iterable[_Doc], keys=keys, doc_tasks=doc_tasks, lengths=lengths, kinds=kinds
+        ) -> Iterator[tuple[list[int], list[int]]]:
+            # Bookkeeping on the way into write_token_cache, which stores only ids and masks.
+            for doc in docs:
+                keys.append(doc.key)
+                doc_tasks.append(doc.task)
+                lengths.append(len(doc.ids))
+                for kind, n in _kind_counts(np.asarray(doc.ids), template).items():
+                    kinds[kind] += n
+                yield doc.ids, doc.loss_mask
+
+        docs = _docs(template, shards, workers=workers, limit=limit, progress=progress, desc=split)
+        cache = write_token_cache(out / split, pairs(docs))
+        seconds = time.perf_counter() - start
+        tasks = sorted(set(doc_tasks))
+        task_index = {t: i for i, t in enumerate(tasks)}
+        meta = {
+            "split": split,
+            "cache": str(out / split),
+            "corpus": str(corpus),
+            "shards": [s.name for s in shards],
+            "limit": limit,
+            "documents": cache["documents"],
+            "tokens": cache["tokens"],
+            "loss_tokens": cache["loss_tokens"],
+            "tokens_by_kind": kinds,
+            "lengths": _length_stats(lengths),
+            "by_task": {
+                task: _length_stats(n for n, t in zip(lengths, doc_tasks, strict=True) if t == task)
+                for task in tasks
+            },
+            "seconds": round(seconds, 2),
+            "docs_per_second": round(len(keys) / seconds, 2),
+            "template": template.config(),
+            "tasks": tasks,
+            "doc_tasks": [task_index[t] for t in doc_tasks],
+            "keys": keys,
+        }
+        _write_json_atomic(out / f"{split}.json", meta)
+        results[split] = meta
+    return results

@@ -1,0 +1,264 @@
+"""``TrainConfig``: everything one training run needs, as one frozen dataclass with YAML I/O.
+
+A recipe (``recipes/*.yaml``) is a ``TrainConfig`` written down; ``load_recipe`` reads one and
+applies ``key=value`` overrides. Values from YAML or the command line are coerced to each field's
+type here (YAML reads ``3e-4`` as a string, for instance), and every check raises ``ValueError``
+naming the field, what it got, and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+
+__all__ = ["PRECISIONS", "TrainConfig"]
+
+# The model's precisions (omniflex.model.config.PRECISIONS, kept in step by a test): flex16+5
+# is the paper's (weights only as int16 mantissas + exponent), flex16+5-master keeps float32
+# master weights, bfloat16 emulates bfloat16 rounding at the places flex quantises.
+PRECISIONS = ("flex16+5", "flex16+5-master", "float32", "bfloat16")
+
+Parallel = Literal["ddp", "fsdp"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run.
+
+    Model:
+        model: a ``ModelConfig`` size name (``ModelConfig.from_name``), e.g. ``"tiny"``.
+        model_overrides: fields of that ``ModelConfig`` to replace, e.g. ``{"n_layer": 2}``.
+        precision: ``"flex16+5"`` (the paper: weights, activations, gradients and optimizer
+            state in Flexpoint), another flex recipe, ``"float32"`` or ``"bfloat16"``.
+
+    Data (token caches written by ``write_token_cache``):
+        train_data, val_data: cache folders; ``val_data`` may be empty (no validation).
+        seq_len: tokens per training sequence (each block holds ``seq_len + 1`` tokens).
+
+    Optimisation:
+        batch_size: *global* sequences per optimizer step, over all ranks and micro-steps, so
+            a recipe means the same thing on 1 CPU or 8 GPUs.
+        grad_accum: micro-steps per optimizer step; each rank runs micro-batches of
+            ``batch_size // (grad_accum * world_size)`` sequences.
+        lr, min_lr, warmup, steps: cosine schedule (see ``CosineSchedule``); ``steps`` counts
+            optimizer steps.
+        weight_decay, betas, eps: AdamW (decoupled decay on matrices only).
+        grad_clip: clip the global gradient norm to this; ``0`` turns clipping off.
+
+    Bookkeeping:
+        val_every, val_batches: validate every ``val_every`` steps on ``val_batches`` batches
+            of ``batch_size`` sequences (``val_every=0``: only at the end).
+        ckpt_every, keep_last: checkpoint every ``ckpt_every`` steps (and at the end), keeping
+            the newest ``keep_last``.
+        log_every: write a metrics record every ``log_every`` steps.
+        seed: model initialisation and data order.
+        out_dir: run folder (``metrics.jsonl``, ``tb/``, ``checkpoints/``, ``config.yaml``).
+
+    Runtime:
+        device: ``"auto"`` (CUDA when there is one), ``"cpu"`` or ``"cuda"``.
+        parallel: ``"ddp"`` or ``"fsdp"`` (float32/bfloat16 models) with several processes.
+        threads: ``torch.set_num_threads`` per process; ``0`` leaves torch's default.
+        tensorboard, progress: write TensorBoard event files; show a progress bar (rank 0).
+    """
+
+    model: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    precision: str = "flex16+5"
+    train_data: str = "data/tiny/tokens/train"
+    val_data: str = "data/tiny/tokens/val"
+    seq_len: int = 256
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup: int = 100
+    steps: int = 2000
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    val_every: int = 250
+    val_batches: int = 8
+    ckpt_every: int = 500
+    keep_last: int = 3
+    log_every: int = 10
+    seed: int = 0
+    out_dir: str = "runs/tiny"
+    device: Device = "auto"
+    parallel: Parallel = "ddp"
+    threads: int = 0
+    tensorboard: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _coerce(f, getattr(self, f.name)))
+        positive = ("seq_len", "batch_size", "grad_accum", "steps", "val_batches", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "val_every", "ckpt_every", "seed", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_last < 1:
+            raise ValueError(
+                f"TrainConfig.keep_last must be >= 1 (the newest checkpoint is always kept), "
+                f"got {self.keep_last}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"TrainConfig.precision={self.precision!r} is unknown; choose one of {PRECISIONS}"
+            )
+        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
+            raise ValueError(
+                f"TrainConfig needs lr > 0 and 0 <= min_lr <= lr; got lr={self.lr}, "
+                f"min_lr={self.min_lr}"
+            )
+        if self.warmup > self.steps:
+            raise ValueError(
+                f"TrainConfig.warmup={self.warmup} exceeds steps={self.steps}; lower warmup"
+            )
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must each be in [0, 1), got {self.betas}")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.eps > 0:
+            raise ValueError(f"TrainConfig.eps must be > 0, got {self.eps}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"TrainConfig.batch_size={self.batch_size} is not divisible by "
+                f"grad_accum={self.grad_accum}; pick a batch_size that is a multiple of it"
+            )
+        if not self.train_data:
+            raise ValueError("TrainConfig.train_data is empty; give the training token cache")
+
+    # ------------------------------------------------------------------ derived
+    def micro_batch_size(self, world_size: int) -> int:
+        """Sequences per forward pass on each rank; raises if the global batch does not split."""
+        per_step = self.grad_accum * world_size
+        if self.batch_size % per_step:
+            raise ValueError(
+                f"batch_size={self.batch_size} does not split over grad_accum={self.grad_accum} "
+                f"x {world_size} processes; make batch_size a multiple of {per_step} or change "
+                "grad_accum"
+            )
+        return self.batch_size // per_step
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with fields replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """Build from a mapping; unknown keys raise and list the valid ones."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: a train config must be a mapping, got {type(data)}")
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown TrainConfig keys {unknown}; valid keys are {cls.field_names()}"
+            )
+        return cls(**data)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        data = yaml.safe_load(Path(path).read_text())
+        return cls.from_dict(data or {}, source=str(path))
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    """``value`` as the type of field ``f``; strings from YAML or the command line are parsed."""
+    name, kind = f.name, f.type
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+            return out
+        if kind == "bool":
+            return _to_bool(value)
+        if kind == "str":
+            if value is None:  # `val_data=` or `val_data:` in YAML: empty
+                return ""
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if kind == "tuple[float, float]":
+            if isinstance(value, str):
+                value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+            out_tuple = tuple(float(v) for v in value)
+            if len(out_tuple) != 2:
+                raise ValueError
+            return out_tuple
+        if kind == "dict[str, Any]":
+            if value is None:
+                return {}
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+        if kind in ("Device", "Parallel"):
+            allowed = get_args(Device if kind == "Device" else Parallel)
+            if value not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {value!r}")
+            return value
+    except (TypeError, ValueError) as err:
+        if str(err).startswith("TrainConfig."):
+            raise
+        raise ValueError(f"TrainConfig.{name} must be {_describe(kind)}, got {value!r}") from None
+    raise TypeError(f"TrainConfig.{name}: no coercion for field type {kind!r}")  # a new field
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+        return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError
+
+
+def _describe(kind: str) -> str:
+    return {
+        "int": "an integer",
+        "float": "a finite number",
+        "bool": "true or false",
+        "str": "a string",
+        "tuple[float, float]": "two numbers, e.g. 0.9,0.95",
+        "dict[str, Any]": "a mapping",
+    }.get(kind, kind)

@@ -1,0 +1,102 @@
+"""Pretokenize: a mini corpus through the chat template into the trainer's token cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from omniflex.data.shards import ShardWriter
+from omniflex.data.tasks import Sample, make_sample
+from omniflex.model.chat import ChatFormatError, ChatTemplate
+from omniflex.model.pretokenize import pretokenize_corpus
+from omniflex.tokenizers import load_tokenizer
+from omniflex.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
+from omniflex.train.dataset import TokenDataset
+
+
+@pytest.fixture(scope="module")
+def template() -> ChatTemplate:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    image = ImageTokenizer(ImageTokenizerConfig.from_name("tiny")).eval()
+    return ChatTemplate.from_tokenizers(load_tokenizer("text"), image, load_tokenizer("audio"))
+
+
+@pytest.fixture(scope="module")
+def samples() -> list[Sample]:
+    return [make_sample("spoken_qa", "train", 0), make_sample("text_to_image", "train", 0)]
+
+
+def _write(corpus: Path, split: str, samples: list[Sample]) -> None:
+    for i, sample in enumerate(samples):  # one sample per shard: two shards
+        with ShardWriter(corpus / f"{split}-{i:05d}.tar") as writer:
+            writer.write(sample.key, sample.conversation, sample.media)
+
+
+def test_mini_corpus_to_token_cache(tmp_path: Path, template: ChatTemplate, samples: list[Sample]):
+    corpus, out = tmp_path / "corpus", tmp_path / "tokens"
+    _write(corpus, "train", samples)
+    _write(corpus, "val", samples[:1])
+    result = pretokenize_corpus(corpus, out, template, splits=("train", "val"), progress=False)
+
+    expected = [template.encode(s.conversation, s.media) for s in samples]
+    ids = np.load(out / "train" / "ids.npy")
+    mask = np.load(out / "train" / "loss_mask.npy")
+    offsets = np.load(out / "train" / "offsets.npy")
+    assert offsets.tolist() == [0, len(expected[0]), len(expected[0]) + len(expected[1])]
+    assert ids.tolist() == expected[0].ids + expected[1].ids
+    assert mask.tolist() == expected[0].loss_mask + expected[1].loss_mask
+
+    meta = json.loads((out / "train.json").read_text())
+    assert meta == result["train"]
+    assert meta["documents"] == 2 and meta["tokens"] == len(ids)
+    assert meta["keys"] == [s.key for s in samples]
+    assert [meta["tasks"][t] for t in meta["doc_tasks"]] == ["spoken_qa", "text_to_image"]
+    assert meta["by_task"]["text_to_image"]["max"] == len(expected[1])
+    assert sum(meta["tokens_by_kind"].values()) == len(ids)
+    assert meta["tokens_by_kind"]["image"] == 256  # one 16x16 image
+    assert meta["template"] == template.config()
+    assert result["val"]["documents"] == 1
+
+    # The trainer reads it as it is.
+    dataset = TokenDataset(out / "train", seq_len=64, shuffle=False)
+    assert dataset.num_documents == 2 and dataset.num_tokens == len(ids)
+
+
+def test_workers_give_the_same_cache(tmp_path: Path, template: ChatTemplate, samples: list[Sample]):
+    corpus = tmp_path / "corpus"
+    _write(corpus, "train", samples)
+    one = pretokenize_corpus(corpus, tmp_path / "a", template, ("train",), progress=False)
+    two = pretokenize_corpus(corpus, tmp_path / "b", template, ("train",), 2, progress=False)
+    for name in ("ids.npy", "loss_mask.npy", "offsets.npy"):
+        assert np.array_equal(
+            np.load(tmp_path / "a/train" / name), np.load(tmp_path / "b/train" / name)
+        )
+    assert one["train"]["keys"] == two["train"]["keys"]
+
+
+def test_limit(tmp_path: Path, template: ChatTemplate, samples: list[Sample]):
+    corpus = tmp_path / "corpus"
+    _write(corpus, "train", samples)
+    result = pretokenize_corpus(
+        corpus, tmp_path / "t", template, ("train",), progress=False, limit=1
+    )
+    assert result["train"]["documents"] == 1 and result["train"]["limit"] == 1
+
+
+def test_errors(tmp_path: Path, template: ChatTemplate, samples: list[Sample]):
+    corpus = tmp_path / "corpus"
+    _write(corpus, "train", samples)
+    with pytest.raises(FileNotFoundError, match=r"no 'test-\*\.tar' shards"):
+        pretokenize_corpus(corpus, tmp_path / "t", template, ("test",), progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pretokenize_corpus(tmp_path / "nowhere", tmp_path / "t", template, progress=False)
+    bad = {"id": "bad_0", "messages": [{"role": "user", "content": [{"type": "gif"}]}]}
+    with ShardWriter(corpus / "broken-00000.tar") as writer:
+        writer.write("bad_0", bad, {})
+    with pytest.raises(ChatFormatError, match=r"broken-00000.tar, sample bad_0: .*'gif'"):
+        pretokenize_corpus(corpus, tmp_path / "t", template, ("broken",), progress=False)
