@@ -151,6 +151,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from omniflex.cli.generate import generate
+
+    result = generate(
+        args.model, args.prompt, audio=args.audio, image=args.image, voice=args.voice,
+        out=args.out, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_bench_model(args: argparse.Namespace) -> int:
     from omniflex.model.bench import run_model_benchmarks
 
@@ -161,6 +173,7 @@ def _cmd_bench_model(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from omniflex.flex.bench import BENCHMARKS
     from omniflex.flex.config import RECIPES
+    from omniflex.tokenizers.special import PRESET_VOICE_NAMES
 
     parser = argparse.ArgumentParser(
         prog="omniflex",
@@ -326,6 +339,28 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     trn.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     trn.set_defaults(func=_cmd_train)
+
+    gen = sub.add_parser(
+        "generate", help="one prompt to a trained omni model; answers saved as WAV/PNG",
+        description=(
+            "Send one user turn (text, and optionally an audio and/or an image file) to a model "
+            "trained with `omniflex train` and print its answer. Spoken answers (--voice) and "
+            "generated images are decoded and written to OUT; the result, with tokens/s, is "
+            "printed as JSON."
+        ),
+    )  # fmt: skip
+    gen.add_argument("prompt", nargs="?", help="the user's text")
+    gen.add_argument("--model", default="runs/tiny", help="run folder or checkpoint (runs/tiny)")
+    gen.add_argument("--audio", help="a WAV/FLAC file the user says")
+    gen.add_argument("--image", help="a PNG/JPEG file the user shows")
+    gen.add_argument("--voice", choices=list(PRESET_VOICE_NAMES), help="answer aloud in this voice")
+    gen.add_argument("--out", default="runs/generate", help="where answers go (runs/generate)")
+    gen.add_argument("--max-new-tokens", type=int, default=400)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=_cmd_generate)
 
     tok = sub.add_parser(
         "tokenizer", help="train tokenizers; round-trip a media file through one",

@@ -73,8 +73,15 @@ class ModalityConstraint:
         self._audio, self._audio_end = sid(special.AUDIO), sid(special.AUDIO_END)
         self._image, self._image_end = sid(special.IMAGE), sid(special.IMAGE_END)
         text = layout.allowed("text")
-        for token in (special.PAD, special.BOS, special.AUDIO_END, special.IMAGE_END):
-            text[sid(token)] = False  # never predicted, or closing a span that is not open
+        # Never predicted (padding, stream start, other speakers' turns, video: input only,
+        # unused slots), or closing a span that is not open.
+        never = (special.PAD, special.BOS, special.SYSTEM, special.USER, special.ASSISTANT)
+        never += (special.VIDEO, special.VIDEO_END, special.AUDIO_END, special.IMAGE_END)
+        for token in never + special.TIME_TOKENS:
+            text[sid(token)] = False
+        for token in special.SPECIAL_TOKENS:
+            if token.startswith("<|reserved_"):
+                text[sid(token)] = False
         self._text_mask = text
         K = layout.audio_codebooks
         self._audio_masks = [layout.allowed("audio", k) for k in range(K)]

@@ -11,6 +11,7 @@ from omniflex.tokenizers.base import (
     register_tokenizer,
 )
 from omniflex.tokenizers.fsq import FSQ
+from omniflex.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
 from omniflex.tokenizers.streaming import StreamingModule
 from omniflex.tokenizers.text import TextTokenizer, TextTokenizerConfig, train_text_tokenizer
 
@@ -19,6 +20,8 @@ __all__ = [
     "FSQ",
     "AudioCodec",
     "AudioCodecConfig",
+    "ImageTokenizer",
+    "ImageTokenizerConfig",
     "NeuralTokenizer",
     "StreamingModule",
     "TextTokenizer",

@@ -8,7 +8,7 @@ from omniflex.model.config import MODEL_SIZES, PRECISIONS, ModelConfig
 from omniflex.model.vocab import VocabLayout
 from tests.model import MICRO_LAYOUT, micro_config
 
-SHIPPED_LAYOUT = VocabLayout(text_size=1239, image_size=12800, audio_size=1000, audio_codebooks=2)
+SHIPPED_LAYOUT = VocabLayout(text_size=1239, image_size=1000, audio_size=1000, audio_codebooks=2)
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_SIZES))
@@ -91,3 +91,11 @@ def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         cfg.dim = 64  # type: ignore[misc]
     assert cfg.replace(dim=64).dim == 64
+
+
+def test_shipped_layout_matches_the_shipped_tokenizers():
+    from omniflex.model.bench import SHIPPED_LAYOUT as BENCH_LAYOUT
+    from omniflex.tokenizers import load_tokenizer
+
+    shipped = VocabLayout.from_tokenizers(*(load_tokenizer(k) for k in ("text", "image", "audio")))
+    assert shipped == SHIPPED_LAYOUT == BENCH_LAYOUT

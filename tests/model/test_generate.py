@@ -132,16 +132,25 @@ def test_constrained_decoding_never_leaves_its_range(
 
 def test_constraint_masks() -> None:
     c = ModalityConstraint(MICRO_LAYOUT, image_grid=GRID)
+    TEXT_ID = special.NUM_SPECIAL + 6  # a byte token
     audio0 = MICRO_LAYOUT.range_of("audio", 0)
     audio1 = MICRO_LAYOUT.range_of("audio", 1)
-    m = c([5, AUDIO])
-    assert m[audio0.start] and m[AUDIO_END] and not m[audio1.start] and not m[5]
-    m = c([5, AUDIO, audio0.start])
+    m = c([TEXT_ID, AUDIO])
+    assert m[audio0.start] and m[AUDIO_END] and not m[audio1.start] and not m[TEXT_ID]
+    m = c([TEXT_ID, AUDIO, audio0.start])
     assert m[audio1.start] and not m[AUDIO_END] and not m[audio0.start]
     m = c([IMAGE, *([MICRO_LAYOUT.image_offset] * 4)])  # shrinking input: rescans
     assert m.sum() == 1 and m[IMAGE_END]
     m = c([IMAGE, *([MICRO_LAYOUT.image_offset] * 4), IMAGE_END])
-    assert m[5] and not m[IMAGE_END] and not m[MICRO_LAYOUT.image_offset]
+    assert m[TEXT_ID] and not m[IMAGE_END] and not m[MICRO_LAYOUT.image_offset]
+
+
+def test_constraint_never_opens_another_turn_or_an_unused_slot() -> None:
+    m = ModalityConstraint(MICRO_LAYOUT, image_grid=GRID)([sid(special.BOS)])
+    for token in (special.USER, special.ASSISTANT, special.SYSTEM, special.VIDEO, "<|t:0.5|>"):
+        assert not m[sid(token)], token
+    assert not m[sid("<|reserved_0|>")]
+    assert m[sid(special.END_OF_TURN)] and m[sid(special.EOS)] and m[sid(special.AUDIO)]
 
 
 # ---------------------------------------------------------------------- Generator
