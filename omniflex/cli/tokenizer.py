@@ -9,10 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["roundtrip", "train"]
-
-DEFAULT_OUT = {"text": "runs/tokenizers/text", "image": "runs/tokenizers/image",
-               "audio": "runs/tokenizers/audio"}  # fmt: skip
+__all__ = ["print_report", "roundtrip", "train"]
 
 
 def train(
@@ -25,7 +22,7 @@ def train(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Train one tokenizer on the corpus's train split; returns its metadata."""
-    out = out or DEFAULT_OUT[kind]
+    out = out or f"runs/tokenizers/{kind}"
     if kind == "text":
         from omniflex.tokenizers.text import train_text_tokenizer
 

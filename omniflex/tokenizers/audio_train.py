@@ -36,7 +36,7 @@ _RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))
 
 @dataclass(frozen=True)
 class AudioTrainConfig:
-    steps: int = 2400
+    steps: int = 4000
     batch_size: int = 8
     segment_seconds: float = 1.28
     lr: float = 2e-3

@@ -212,4 +212,4 @@ def test_shipped_codec_quality() -> None:
     audio = synthesize("the purple hexagon sits above a small green ring.", voice("moss"))
     recon = codec.decode(codec.encode(audio))[0].numpy()[: len(audio)]
     assert mel_cepstral_distortion(audio, recon) <= 3.5
-    assert speaker_similarity(audio, recon) >= 0.7  # the benchmark's mean is ~0.8; target 0.9
+    assert speaker_similarity(audio, recon) >= 0.7  # the benchmark's mean is 0.84; target 0.9
