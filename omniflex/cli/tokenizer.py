@@ -23,6 +23,8 @@ def train(
 ) -> dict[str, Any]:
     """Train one tokenizer on the corpus's train split; returns its metadata."""
     out = out or f"runs/tokenizers/{kind}"
+    # Recipe defaults unless given on the command line.
+    options = {k: v for k, v in (("steps", steps), ("threads", threads)) if v is not None}
     if kind == "text":
         from omniflex.tokenizers.text import train_text_tokenizer
 
@@ -34,21 +36,12 @@ def train(
     elif kind == "audio":
         from omniflex.tokenizers.audio_train import AudioTrainConfig, train_audio_codec
 
-        overrides: dict[str, Any] = {"precision": precision}
-        if steps is not None:
-            overrides["steps"] = steps
-        if threads is not None:
-            overrides["threads"] = threads
-        tok = train_audio_codec(corpus, out, train=AudioTrainConfig(**overrides))
+        train_config = AudioTrainConfig(precision=precision, **options)
+        tok = train_audio_codec(corpus, out, train=train_config)
     elif kind == "image":
         from omniflex.tokenizers.image_train import train_image_tokenizer
 
-        kwargs: dict[str, Any] = {"precision": precision}
-        if steps is not None:
-            kwargs["steps"] = steps
-        if threads is not None:
-            kwargs["threads"] = threads
-        tok = train_image_tokenizer(out, **kwargs)
+        tok = train_image_tokenizer(out, precision=precision, **options)
     else:
         raise ValueError(f"unknown tokenizer kind {kind!r}; choose text, image or audio")
     return {"out": out, **tok.metadata}

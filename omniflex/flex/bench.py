@@ -23,10 +23,10 @@ from omniflex.flex.kernels import quantize_tensor
 from omniflex.flex.numerics import layer_sqnr
 from omniflex.flex.weight import FlexWeight
 
-__all__ = ["BENCHMARKS", "run_flex_benchmarks"]
+__all__ = ["BENCHMARKS", "interleaved_medians", "run_flex_benchmarks"]
 
 
-def _interleaved(
+def interleaved_medians(
     fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
 ) -> dict[str, float]:
     """Median seconds of each function, run in turns."""
@@ -47,7 +47,7 @@ def bench_quantize_vs_copy(numel: int = 16 * 1024 * 1024, repeats: int = 15) -> 
     torch.manual_seed(0)
     x = torch.randn(numel)
     fmt = FlexFormat()
-    t = _interleaved(
+    t = interleaved_medians(
         {
             "clone": lambda: x.clone(),
             "quantize_compiled": lambda: quantize_tensor(x, -12, fmt, kernel="compiled"),
@@ -82,7 +82,7 @@ def _step_ratio(
 
         return run
 
-    t = _interleaved({"fp32": step(ref), "flex": step(flex)}, repeats, warmup=3)
+    t = interleaved_medians({"fp32": step(ref), "flex": step(flex)}, repeats, warmup=3)
     return {
         "fp32_ms": t["fp32"] * 1e3,
         "flex_ms": t["flex"] * 1e3,

@@ -5,6 +5,7 @@ video is (T, H, W, 3) uint8 frames. Readers take a path or the file's bytes, che
 length limits before decoding, and raise ``MediaError`` (a ``ValueError``) naming the file.
 """
 
+from omniflex.media._source import write_atomic
 from omniflex.media.audio import (
     MAX_AUDIO_BYTES,
     MAX_SECONDS,
@@ -61,6 +62,7 @@ __all__ = [
     "to_wav_bytes",
     "validate_media",
     "video_bytes",
+    "write_atomic",
     "write_audio",
     "write_image",
     "write_video",

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from omniflex.flex.bench import interleaved_medians
 from omniflex.model.config import ModelConfig
 from omniflex.model.generate import Generator
 from omniflex.model.sampling import GREEDY
@@ -37,22 +38,6 @@ __all__ = ["BENCHMARKS", "SHIPPED_LAYOUT", "run_model_benchmarks"]
 
 #: The layout of the shipped tokenizers (text BPE 1239, image FSQ 8*5*5*5, audio 2 x 1000).
 SHIPPED_LAYOUT = VocabLayout(text_size=1239, image_size=1000, audio_size=1000, audio_codebooks=2)
-
-
-def _interleaved(
-    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
-) -> dict[str, float]:
-    """Median seconds of each function, run in turns."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _tiny(precision: str, layout: VocabLayout) -> ModelConfig:
@@ -121,7 +106,7 @@ def bench_decode(
         "omni_float32": ours("float32", "float32"),
         "omni_flex16": ours("flex16+5", "flex16"),
     }
-    t = _interleaved(fns, repeats)
+    t = interleaved_medians(fns, repeats, warmup=1)
     tps = {k: new_tokens / v for k, v in t.items()}
     hf_tps = tps["hf_gpt2_float32"]
     return {
@@ -175,7 +160,7 @@ def bench_train_step(
 
         return run
 
-    t = _interleaved({k: step(k) for k in models}, repeats)
+    t = interleaved_medians({k: step(k) for k in models}, repeats, warmup=1)
     split = {
         k: {part: round(statistics.median(v[1:]), 4) for part, v in d.items()}  # [0]: warm-up
         for k, d in parts.items()
@@ -232,8 +217,8 @@ def bench_inference_step(
 
         return run
 
-    t_dec = _interleaved({k: decode(k) for k in models}, repeats * 4, warmup=3)
-    t_pre = _interleaved({k: prefill(k) for k in models}, repeats)
+    t_dec = interleaved_medians({k: decode(k) for k in models}, repeats * 4, warmup=3)
+    t_pre = interleaved_medians({k: prefill(k) for k in models}, repeats, warmup=1)
     r_dec = t_dec["flex16+5"] / t_dec["float32"]
     r_pre = t_pre["flex16+5"] / t_pre["float32"]
     return {

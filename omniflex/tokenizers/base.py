@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from omniflex.flex.serialize import pack_state_dict, unpack_state_dict
+from omniflex.media import write_atomic
 
 __all__ = [
     "ASSETS",
@@ -66,12 +66,8 @@ def register_tokenizer(kind: str) -> Callable[[type[Tokenizer]], type[Tokenizer]
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON through a temporary file and a rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; these are meant to be shared
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    write_atomic(path, text.encode(), kind="JSON")
 
 
 class Tokenizer(ABC):
@@ -140,11 +136,8 @@ class NeuralTokenizer(nn.Module, Tokenizer):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in _float_state_dict(self).items()}
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.")
-        os.close(fd)
-        save_file(pack_state_dict(state), tmp, metadata={"format": "flex16+5"})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, directory / WEIGHTS_FILE)
+        packed = save_safetensors(pack_state_dict(state), metadata={"format": "flex16+5"})
+        write_atomic(directory / WEIGHTS_FILE, packed, kind="weights")
         self._write_config(directory)
         return directory
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ import tokenizers
 from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from omniflex.media import write_atomic
 from omniflex.tokenizers.base import (
     Tokenizer,
     TokenizerError,
@@ -271,12 +270,8 @@ class TextTokenizer(Tokenizer):
         """Write ``tokenizer.json`` and ``config.json`` into ``directory``; returns it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{TOKENIZER_FILE}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(self._hf.to_str())  # compact: half the bytes of pretty JSON
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a tokenizer is for everyone to read
-        os.replace(tmp, directory / TOKENIZER_FILE)
+        text = self._hf.to_str() + "\n"  # compact: half the bytes of pretty JSON
+        write_atomic(directory / TOKENIZER_FILE, text.encode(), kind="tokenizer")
         self._write_config(directory)
         return directory
 
