@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,24 @@ def _user_message(text: str | None, audio: str | None, image: str | None) -> tup
     return {"messages": [{"role": "user", "content": content}]}, files
 
 
+def load_assistant(model: str, *, precision: str | None = None) -> Any:
+    """An ``Assistant`` from a shipped model's name, a model folder, or a training run folder
+    (its latest checkpoint, exported on the fly)."""
+    import tempfile
+
+    from omniflex.model.assistant import Assistant
+
+    path = Path(model)
+    if (path / "checkpoints").is_dir() or (path / "meta.json").is_file():
+        from omniflex.train.export import export_run
+
+        folder = export_run(path, Path(tempfile.mkdtemp(prefix="omniflex-model-")) / path.name)
+        return Assistant.from_pretrained(folder, precision=precision)
+    return Assistant.from_pretrained(model, precision=precision)
+
+
 def generate(
-    run: str,
+    model: str,
     text: str | None,
     *,
     audio: str | None = None,
@@ -42,70 +57,39 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """Answer one user turn with the model in ``run`` (a training run folder or checkpoint)."""
-    from omniflex.model import Generator, ModalityConstraint, ModelConfig, OmniModel, SamplingConfig
-    from omniflex.model.chat import ChatTemplate
-    from omniflex.tokenizers import special
-    from omniflex.train.checkpoint import load_model_state
+    """Answer one user turn with ``model`` (a shipped name, model folder or training run)."""
+    from omniflex.model import SamplingConfig
 
-    if not Path(run).exists():
-        raise FileNotFoundError(f"no model at {run}; train one with `omniflex train --recipe tiny`")
-    state, model_config = load_model_state(run)
-    if model_config is None:
-        raise ValueError(f"{run} holds no model config; it is not an omniflex training run")
-    config = ModelConfig.from_dict(model_config)
-    model = OmniModel.build(config)
-    model.load_state_dict(state)
-    model.eval()
-    template = ChatTemplate.from_shipped()
-    if template.layout != config.vocab:
-        raise ValueError(
-            f"the model in {run} was trained on vocabulary {config.vocab.to_dict()}, but the "
-            f"shipped tokenizers give {template.layout.to_dict()}; retokenize and retrain"
-        )
+    assistant = load_assistant(model, precision=precision)
     conversation, files = _user_message(text, audio, image)
-    prompt = template.prompt(conversation, files, voice=voice)
-    grid = template.image.grid
-    gen = Generator(model, config.vocab, image_grid=grid)
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    stops = (special.special_index(special.END_OF_TURN), special.special_index(special.EOS))
-    start = time.perf_counter()
-    answer = [
-        e.token_id
-        for e in gen.stream(
-            prompt, max_new_tokens=max_new_tokens, sampling=sampling, stop_tokens=stops,
-            constraint_fn=ModalityConstraint(config.vocab, grid),
-        )
-    ]  # fmt: skip
-    seconds = time.perf_counter() - start
-    decoded = template.decode(prompt + answer, strict=False)
+    modalities = ("text", "audio", "image") if voice else ("text", "image")
+    answer = assistant.answer(
+        conversation, files, voice=voice, modalities=modalities, sampling=sampling,
+        max_new_tokens=max_new_tokens,
+    )  # fmt: skip
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return _save_answer(decoded, out_dir) | {
-        "tokens": len(answer),
-        "seconds": round(seconds, 2),
-        "tokens_per_second": round(len(answer) / max(seconds, 1e-9), 1),
-        "stop_reason": gen.stop_reason,
+    return _save_answer(answer, out_dir) | {
+        "tokens": answer.tokens,
+        "seconds": round(answer.seconds, 2),
+        "tokens_per_second": round(answer.tokens / max(answer.seconds, 1e-9), 1),
+        "stop_reason": answer.stop_reason,
     }
 
 
-def _save_answer(decoded: Any, out_dir: Path) -> dict[str, Any]:
+def _save_answer(answer: Any, out_dir: Path) -> dict[str, Any]:
     from omniflex.media.audio import write_audio
     from omniflex.media.image import write_image
 
-    messages = decoded.conversation["messages"]
-    answer = messages[-1] if messages and messages[-1]["role"] == "assistant" else {"content": []}
-    result: dict[str, Any] = {"text": "", "files": []}
-    for part in answer["content"]:
-        if part["type"] == "text":
-            result["text"] += part["text"]
-        elif part["type"] in ("audio", "image") and part.get("file") in decoded.media:
-            media = decoded.media[part["file"]]
-            if part["type"] == "audio":
-                path = write_audio(out_dir / f"{part['file']}.wav", media)
-            else:
-                path = write_image(out_dir / f"{part['file']}.png", media)
-            result["files"].append(str(path))
+    result: dict[str, Any] = {"text": answer.text, "transcript": answer.transcript, "files": []}
+    if answer.audio.size:
+        path = write_audio(out_dir / "answer.wav", answer.audio, answer.sample_rate)
+        result["files"].append(str(path))
+        result["voice"] = answer.voice
+    for i, pixels in enumerate(answer.images):
+        result["files"].append(str(write_image(out_dir / f"answer_{i}.png", pixels)))
     (out_dir / "answer.json").write_text(json.dumps(result, indent=2))
     return result

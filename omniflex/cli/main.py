@@ -157,9 +157,36 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     result = generate(
         args.model, args.prompt, audio=args.audio, image=args.image, voice=args.voice,
         out=args.out, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        top_k=args.top_k, top_p=args.top_p, seed=args.seed, precision=args.precision,
     )  # fmt: skip
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_model_export(args: argparse.Namespace) -> int:
+    from omniflex.train.export import export_run
+
+    template = {"video_fps": args.video_fps, "text_chunk_tokens": args.text_chunk_tokens}
+    out = export_run(args.run, args.out, name=args.name, template=template)
+    size = sum(p.stat().st_size for p in out.iterdir())
+    print(
+        f"wrote {out} ({size / 1e6:.1f} MB); load it with Assistant.from_pretrained({str(out)!r})"
+    )
+    return 0
+
+
+def _cmd_model_list(args: argparse.Namespace) -> int:
+    from omniflex.model.pretrained import available_models, read_info
+
+    rows = []
+    for name in available_models():
+        info = read_info(name)
+        training = info.get("training", {})
+        rows.append({
+            "name": name, "precision": info["model"]["precision"], "path": str(info.path),
+            "steps": training.get("steps"), "final_val_loss": training.get("final_val_loss"),
+        })  # fmt: skip
+    print(json.dumps(rows, indent=2))
     return 0
 
 
@@ -317,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     tokenize.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     tokenize.add_argument("--limit", type=int, help="only the first N samples of each split")
-    tokenize.add_argument("--video-fps", type=float, default=2.0, help="video frames per second")
+    tokenize.add_argument(
+        "--video-fps",
+        type=float,
+        default=1.0,
+        help="video frames per second (default: 1; each frame is 256 image ids)",
+    )
     tokenize.add_argument(
         "--text-chunk-tokens", type=int, default=4,
         help="text tokens per chunk in spoken answers, each followed by its audio (default: 4)",
@@ -343,14 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser(
         "generate", help="one prompt to a trained omni model; answers saved as WAV/PNG",
         description=(
-            "Send one user turn (text, and optionally an audio and/or an image file) to a model "
-            "trained with `omniflex train` and print its answer. Spoken answers (--voice) and "
-            "generated images are decoded and written to OUT; the result, with tokens/s, is "
-            "printed as JSON."
+            "Send one user turn (text, and optionally an audio and/or an image file) to an omni "
+            "model (the shipped default, a model folder or a training run) and print its "
+            "answer. Spoken answers (--voice) and generated images are decoded and written to "
+            "OUT; the result, with tokens/s, is printed as JSON."
         ),
     )  # fmt: skip
     gen.add_argument("prompt", nargs="?", help="the user's text")
-    gen.add_argument("--model", default="runs/tiny", help="run folder or checkpoint (runs/tiny)")
+    gen.add_argument(
+        "--model", default="tiny",
+        help="shipped model name, model folder, or training run folder (default: tiny)",
+    )  # fmt: skip
+    gen.add_argument(
+        "--precision", choices=["float32"],
+        help="run flex-trained weights dequantised in float32 (default: as trained)",
+    )  # fmt: skip
     gen.add_argument("--audio", help="a WAV/FLAC file the user says")
     gen.add_argument("--image", help="a PNG/JPEG file the user shows")
     gen.add_argument("--voice", choices=list(PRESET_VOICE_NAMES), help="answer aloud in this voice")
@@ -361,6 +400,43 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(func=_cmd_generate)
+
+    mdl = sub.add_parser(
+        "model",
+        help="list shipped models; export a training run as a model folder",
+        description="Model folders (config.json + flex16 model.safetensors + autoflex.json), "
+        "loaded by name or path by `omniflex chat`, `eval`, `serve` and `generate`.",
+    )
+    mdl_sub = mdl.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    mexp = mdl_sub.add_parser(
+        "export", help="write a model folder from a training run's latest checkpoint",
+        description=(
+            "Export the latest checkpoint of RUN (a run folder, its checkpoints/ or one step_* "
+            "folder) as a model folder: weights as trained (flex16+5: int16 mantissas + "
+            "exponents), Autoflex states, the model config, the chat template options and a "
+            "training summary from metrics.jsonl. To ship it as the default: --out "
+            "omniflex/assets/models/tiny."
+        ),
+    )  # fmt: skip
+    mexp.add_argument("run", help="training run folder (e.g. runs/tiny)")
+    mexp.add_argument("--out", required=True, help="model folder to write")
+    mexp.add_argument("--name", help="model name (default: the folder's name)")
+    mexp.add_argument(
+        "--video-fps", type=float, default=1.0, help="video frames/s it was trained on"
+    )
+    mexp.add_argument("--text-chunk-tokens", type=int, default=4, help="text ids per speech chunk")
+    mexp.set_defaults(func=_cmd_model_export)
+    mlist = mdl_sub.add_parser(
+        "list",
+        help="the shipped models, as JSON",
+        description="List the models shipped in omniflex/assets/models with their precision, "
+        "training steps and final validation loss.",
+    )
+    mlist.set_defaults(func=_cmd_model_list)
+
+    from omniflex.cli.safety import add_parser as add_safety_parser
+
+    add_safety_parser(sub)
 
     tok = sub.add_parser(
         "tokenizer", help="train tokenizers; round-trip a media file through one",
@@ -460,6 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     bmodel.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
     bmodel.set_defaults(func=_cmd_bench_model)
+
+    from omniflex.cli import chat as chat_cli
+    from omniflex.cli import eval as eval_cli
+
+    eval_cli.add_parser(sub)
+    chat_cli.add_parser(sub)
     return parser
 
 

@@ -299,7 +299,7 @@ class ChatTemplate:
         image: Any,
         audio: Any,
         *,
-        video_fps: float = 2.0,
+        video_fps: float = 1.0,
         text_chunk_tokens: int = 4,
         audio_chunk_frames: int | None = None,
     ) -> None:
@@ -390,6 +390,18 @@ class ChatTemplate:
                 out.ids.append(self._sid[special.voice_token(voice)])
             except ValueError as err:
                 raise ChatFormatError(f"prompt for {_where(conversation)}: {err}") from None
+        return out.ids
+
+    def message_ids(
+        self, conversation: dict[str, Any], files: dict[str, bytes] | None = None, m: int = -1
+    ) -> list[int]:
+        """Ids of message ``m`` alone (its role token … ``<|end_of_turn|>``), as ``encode``
+        writes them: for a running session that appends one turn at a time."""
+        n = len(_messages(conversation))
+        if not -n <= m < n:
+            raise ChatFormatError(f"{_where(conversation)}: no message {m} in {n} messages")
+        out = EncodedConversation([], [], [])
+        self._encode_turn(out, conversation, files or {}, m % n)
         return out.ids
 
     def _emit(self, out: EncodedConversation, ids: list[int], loss: int) -> None:

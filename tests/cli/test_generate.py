@@ -47,4 +47,4 @@ def test_generate_answers_from_a_trained_run(tmp_path, capsys):
 
 def test_generate_errors(tmp_path, capsys):
     assert main(["generate", "hi", "--model", str(tmp_path / "nothing")]) == 2
-    assert "omniflex train" in capsys.readouterr().err
+    assert "omniflex model export" in capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""``omniflex eval``: capability evaluations of an omni model, and parity between two runs.
+
+The parser is one command with a default action and named sub-actions::
+
+    omniflex eval [--model tiny] [--corpus data/tiny] [--split test] [--limit N] [--quick]
+                  [--precision float32] [--json] [--out DIR]      # run the capability eval
+    omniflex eval parity A.json B.json [--out FILE]               # compare two eval.json files
+
+The sub-actions live in an optional ``argparse`` subparser group (``dest="eval_command"``):
+with no sub-action the evaluation runs. A later sub-action (``omniflex eval safety``) is one
+more ``eval_sub.add_parser(...)`` in ``add_parser`` with its own ``set_defaults(func=...)``;
+the top-level options above belong to the default action only and are ignored by the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser"]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from omniflex.eval.capabilities import evaluate_model
+    from omniflex.eval.report import markdown_report
+
+    torch.set_num_threads(args.threads)
+    result = evaluate_model(
+        args.model, args.corpus, args.split, limit_per_task=args.limit, precision=args.precision,
+        quick=args.quick, progress=not args.no_progress, tasks=args.task,
+        max_new_tokens=args.max_new_tokens,
+    )  # fmt: skip
+    markdown = markdown_report(result)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(result, indent=2))
+        (out / "eval.md").write_text(markdown)
+        print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}", file=sys.stderr)
+    print(json.dumps(result, indent=2) if args.json else markdown)
+    return 0
+
+
+def _read_result(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no eval result at {p}; write one with `omniflex eval --out DIR`")
+    try:
+        result = json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{p} is not JSON ({err.msg}); expected an eval.json") from None
+    if not isinstance(result, dict) or "metrics" not in result or "tasks" not in result:
+        raise ValueError(f"{p} is not an eval result (no 'metrics'/'tasks'); expected eval.json")
+    return result
+
+
+def _cmd_parity(args: argparse.Namespace) -> int:
+    from omniflex.eval.report import parity_markdown
+
+    markdown = parity_markdown(
+        _read_result(args.a), _read_result(args.b),
+        rate_tolerance=args.rate_tolerance, relative_tolerance=args.relative_tolerance,
+    )  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(markdown)
+    print(markdown)
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``omniflex eval`` (and ``omniflex eval parity``) on the top-level subparsers."""
+    from omniflex.eval.capabilities import TASK_FAMILIES
+
+    ev = subparsers.add_parser(
+        "eval", help="capability evaluations on the held-out split; parity of two runs",
+        description=(
+            "Answer every conversation of the corpus's held-out split with the model (greedy) "
+            "and measure: speech recognition WER, spoken and visual question answering, "
+            "captions, text-to-image (scene judge), video QA, TTS speaker similarity, MCD and "
+            "round-trip CER, and the safety behaviours (refuse / hedge / comply rates), with "
+            "latency and tokens per task, against the targets. Prints a Markdown table (or "
+            "JSON); --out writes eval.json and eval.md. `omniflex eval parity A.json B.json` "
+            "compares two results, e.g. flex16+5 against float32."
+        ),
+    )  # fmt: skip
+    ev.add_argument("--model", default="tiny", help="model name or folder (default: tiny)")
+    ev.add_argument("--corpus", default="data/tiny", help="corpus folder (default: data/tiny)")
+    ev.add_argument("--split", default="test", choices=["test", "val"], help="(default: test)")
+    ev.add_argument("--limit", type=int, help="at most N samples per task")
+    ev.add_argument("--quick", action="store_true", help="3 samples per task (a smoke run)")
+    ev.add_argument(
+        "--precision", choices=["float32"],
+        help="run the weights in float32 (default: as trained, flex16+5)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--task", action="append", choices=list(TASK_FAMILIES),
+        help="only this task (repeatable; default: all)",
+    )  # fmt: skip
+    ev.add_argument("--max-new-tokens", type=int, help="cap every answer (smoke runs)")
+    ev.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--out", help="folder for eval.json and eval.md")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_run)
+
+    eval_sub = ev.add_subparsers(dest="eval_command", metavar="ACTION", required=False)
+    parity = eval_sub.add_parser(
+        "parity", help="compare two eval results metric by metric (Markdown)",
+        description=(
+            "Put two eval.json results side by side (A, e.g. flex16+5, against B, e.g. "
+            "float32): each metric, the difference and whether it is within tolerance — 2 "
+            "points for 0-1 metrics, 2% of B for the others (MCD) — and per task the share of "
+            "samples both runs scored the same."
+        ),
+    )  # fmt: skip
+    parity.add_argument("a", help="eval.json of the run under test (e.g. flex16+5)")
+    parity.add_argument("b", help="eval.json of the reference run (e.g. float32)")
+    parity.add_argument("--rate-tolerance", type=float, default=0.02, help="(default: 0.02)")
+    parity.add_argument("--relative-tolerance", type=float, default=0.02, help="(default: 0.02)")
+    parity.add_argument("--out", help="also write the Markdown to this file")
+    parity.set_defaults(func=_cmd_parity)
+    return ev

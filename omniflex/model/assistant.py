@@ -1,0 +1,499 @@
+"""``Assistant``: a loaded omni model that answers conversations as streams of text, speech and
+images — the one inference path that ``omniflex chat``, ``omniflex eval`` and the server share.
+
+``Assistant.from_pretrained("tiny")`` loads a model folder (``omniflex.model.pretrained``) with the
+shipped tokenizers. A ``Session`` is one conversation with its own KV cache:
+
+* ``add_message(message, files)`` appends a whole turn (text, audio, image, video parts, in the
+  corpus format of ``omniflex.model.chat``);
+* ``begin_user_audio()`` / ``push_user_audio(samples)`` / ``end_user_audio()`` append a spoken
+  user turn *while it is spoken*: each push runs the streaming codec encoder and prefills the new
+  audio tokens (incremental prefill), so when the user stops little is left to compute;
+* ``respond(voice=…, modalities=…)`` yields ``TextDelta``, ``AudioDelta`` and ``ImageOutput``
+  events as the tokens arrive — speech is decoded frame by frame by the streaming codec decoder,
+  so the first audio is out one text chunk and one codec frame after the answer starts —, stops
+  when ``cancel`` is set, and leaves the answer in the conversation;
+* ``interrupt(played_seconds)`` (barge-in) cuts the last answer at what was played and closes it
+  with ``<|interrupt|>``, as the corpus's interrupted turns are.
+
+All model forwards of all sessions of one ``Assistant`` take ``Assistant.lock``: a flex model's
+Autoflex state updates on every forward, and two CPU forwards at once only slow each other.
+Each session has its own copy of the audio codec, whose streaming state is per stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from omniflex.model.chat import ChatTemplate
+from omniflex.model.generate import Generator, ModalityConstraint, StopReason
+from omniflex.model.kv_cache import CacheStorage
+from omniflex.model.pretrained import DEFAULT_MODEL, PretrainedInfo, load_pretrained
+from omniflex.model.sampling import SamplingConfig
+from omniflex.model.transformer import OmniModel
+from omniflex.tokenizers import special
+
+__all__ = [
+    "Answer",
+    "Assistant",
+    "AudioDelta",
+    "Event",
+    "ImageOutput",
+    "Modality",
+    "Session",
+    "TextDelta",
+]
+
+Modality = Literal["text", "audio", "image"]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text of the answer. ``spoken``: the transcript of speech being produced (it leads
+    the audio that says it), else written text."""
+
+    text: str
+    spoken: bool = False
+
+
+@dataclass(frozen=True)
+class AudioDelta:
+    """New speech samples (float32 mono, ``sample_rate`` Hz) in the answer's preset ``voice``."""
+
+    samples: np.ndarray
+    sample_rate: int
+    voice: str
+
+
+@dataclass(frozen=True)
+class ImageOutput:
+    """A generated image: ``pixels`` (H, W, 3) uint8 and its ``codes`` (grid, grid)."""
+
+    pixels: np.ndarray
+    codes: torch.Tensor
+
+
+Event = TextDelta | AudioDelta | ImageOutput
+
+
+@dataclass
+class Answer:
+    """A whole answer, collected from the events (``Session.answer`` / ``Assistant.answer``)."""
+
+    text: str = ""
+    transcript: str = ""
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    sample_rate: int = 16_000
+    voice: str | None = None
+    images: list[np.ndarray] = field(default_factory=list)
+    tokens: int = 0
+    stop_reason: StopReason | None = None
+    seconds: float = 0.0
+    first_audio_seconds: float | None = None  # from the call to the first AudioDelta
+
+    @property
+    def modalities(self) -> list[str]:
+        out = ["text"] if self.text.strip() else []
+        if self.audio.size:
+            out.append("audio")
+        if self.images:
+            out.append("image")
+        return out
+
+
+class _Utf8:
+    """Bytes in, whole UTF-8 characters out (a BPE id can end inside a character)."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def push(self, data: bytes) -> str:
+        self.pending += data
+        for cut in range(len(self.pending), max(len(self.pending) - 4, -1), -1):
+            try:
+                text = self.pending[:cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            self.pending = self.pending[cut:]
+            return text
+        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
+        return text
+
+    def flush(self) -> str:
+        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
+        return text
+
+
+class Assistant:
+    """An omni model + its chat template, ready to answer.
+
+    Args:
+        model: a trained ``OmniModel`` (any precision).
+        template: the chat template over the tokenizers the model was trained with.
+        cache_storage: KV cache storage for every session (``"float32"`` or ``"flex16"``).
+        info: the model folder's config (name, training summary), when loaded from one.
+    """
+
+    def __init__(
+        self,
+        model: OmniModel,
+        template: ChatTemplate,
+        *,
+        cache_storage: CacheStorage = "float32",
+        info: PretrainedInfo | None = None,
+    ) -> None:
+        if template.layout != model.config.vocab:
+            raise ValueError(
+                f"the model's vocabulary {model.config.vocab.to_dict()} differs from the "
+                f"tokenizers' {template.layout.to_dict()}; retokenize the corpus and retrain"
+            )
+        self.model = model.eval()
+        self.template = template
+        self.cache_storage: CacheStorage = cache_storage
+        self.info = info
+        self.lock = threading.RLock()
+        self.layout = model.config.vocab
+        self.sample_rate = int(template.audio.sample_rate)
+        self.voices: tuple[str, ...] = special.PRESET_VOICE_NAMES
+        self._sid = {name: special.special_index(name) for name in special.SPECIAL_TOKENS}
+        self._voice_of = {self._sid[special.voice_token(v)]: v for v in self.voices}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        precision: str | None = None,
+        cache_storage: CacheStorage = "float32",
+        threads: int | None = None,
+    ) -> Assistant:
+        """Load a shipped model by name (``"tiny"``) or a model folder; ``precision="float32"``
+        runs flex-trained weights dequantised (exact values, faster on a CPU)."""
+        if threads is not None:
+            torch.set_num_threads(threads)
+        model, info = load_pretrained(name_or_path, precision=precision)
+        template = ChatTemplate.from_shipped(**info.template)
+        return cls(model, template, cache_storage=cache_storage, info=info)
+
+    @property
+    def name(self) -> str:
+        return str(self.info.get("name", "omni")) if self.info is not None else "omni"
+
+    def session(self) -> Session:
+        """A new, empty conversation."""
+        return Session(self)
+
+    def answer(
+        self,
+        conversation: dict[str, Any],
+        files: dict[str, bytes] | None = None,
+        **options: Any,
+    ) -> Answer:
+        """Answer the last user turn of ``conversation`` in a fresh session (``Session.answer``
+        options: ``voice``, ``modalities``, ``sampling``, ``max_new_tokens``)."""
+        session = self.session()
+        for m in range(len(conversation.get("messages", []))):
+            session.add_message(conversation, files, m)
+        return session.answer(**options)
+
+    def check_voice(self, voice: str | None) -> str | None:
+        if voice is not None and voice not in self.voices:
+            raise ValueError(
+                f"unknown voice {voice!r}: the model speaks only in its preset voices "
+                f"{', '.join(self.voices)}"
+            )
+        return voice
+
+
+class Session:
+    """One conversation with an ``Assistant``: its token history and KV cache."""
+
+    def __init__(self, assistant: Assistant) -> None:
+        self.assistant = assistant
+        a = assistant
+        self.generator = Generator(
+            a.model, a.layout, cache_storage=a.cache_storage, image_grid=int(a.template.image.grid)
+        )
+        self._codec = copy.deepcopy(a.template.audio).eval()  # per-session streaming state
+        self._spf = int(self._codec.config.samples_per_frame)
+        self._user_audio: dict[str, Any] | None = None
+        self._answer_start: int | None = None
+        self._prompt_end = 0
+        self._open_span: str | None = None
+        self.generated = 0
+        self._frame_ends: list[int] = []  # sequence position after each answer audio frame
+        self.generator.tokens.append(a._sid[special.BOS])
+
+    # ---------------------------------------------------------------- input
+    @property
+    def tokens(self) -> list[int]:
+        return self.generator.tokens
+
+    def _prefill(self, ids: Sequence[int]) -> None:
+        with self.assistant.lock:
+            self.generator.prefill(ids)
+
+    def add_message(
+        self, conversation: dict[str, Any], files: dict[str, bytes] | None = None, m: int = -1
+    ) -> None:
+        """Append message ``m`` of ``conversation`` (default the last) and prefill it."""
+        if self._user_audio is not None:
+            raise RuntimeError("a spoken user turn is open: end_user_audio() first")
+        self._prefill(self.assistant.template.message_ids(conversation, files, m))
+
+    def add_text(self, text: str, role: str = "user") -> None:
+        """Append a text-only turn."""
+        self.add_message({"messages": [{"role": role, "content": text}]})
+
+    def begin_user_audio(self) -> None:
+        """Open a spoken user turn; ``push_user_audio`` feeds it as it is spoken."""
+        if self._user_audio is not None:
+            raise RuntimeError("a spoken user turn is already open")
+        sid = self.assistant._sid
+        self._codec.reset_streaming()
+        stack = self._codec.streaming()
+        stack.__enter__()
+        self._user_audio = {"stack": stack, "samples": 0}
+        self._prefill([sid[special.USER], sid[special.AUDIO]])
+
+    def push_user_audio(self, samples: np.ndarray) -> int:
+        """Encode and prefill the whole codec frames in ``samples`` (float32, 16 kHz, any
+        length; a partial frame waits for the next push). Returns the tokens added."""
+        if self._user_audio is None:
+            raise RuntimeError("no spoken user turn is open: begin_user_audio() first")
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if x.size == 0:
+            return 0
+        if not np.isfinite(x).all():
+            raise ValueError("user audio holds NaN or Inf samples")
+        self._user_audio["samples"] += x.size
+        codes = self._codec.encode(torch.from_numpy(np.clip(x, -1.0, 1.0)))  # (1, K, F)
+        if codes.shape[-1] == 0:
+            return 0
+        ids = self.assistant.layout.audio_ids(codes[0]).tolist()
+        self._prefill(ids)
+        return len(ids)
+
+    def end_user_audio(self) -> None:
+        """Close the spoken turn: the last partial frame (zero-padded), ``<|/audio|>``, and the
+        end of the turn."""
+        if self._user_audio is None:
+            raise RuntimeError("no spoken user turn is open")
+        rest = (-self._user_audio["samples"]) % self._spf
+        if rest:
+            self.push_user_audio(np.zeros(rest, dtype=np.float32))
+        self._user_audio["stack"].__exit__(None, None, None)
+        self._user_audio = None
+        sid = self.assistant._sid
+        self._prefill([sid[special.AUDIO_END], sid[special.END_OF_TURN]])
+
+    def add_user_audio(self, samples: np.ndarray) -> None:
+        """A whole spoken user turn at once."""
+        self.begin_user_audio()
+        self.push_user_audio(samples)
+        self.end_user_audio()
+
+    # ---------------------------------------------------------------- output
+    def _constraint(self, modalities: Sequence[str]) -> Any:
+        a = self.assistant
+        base = ModalityConstraint(a.layout, int(a.template.image.grid))
+        banned: list[int] = []
+        if "audio" not in modalities:
+            banned += [a._sid[special.AUDIO], *a._voice_of]
+        if "image" not in modalities:
+            banned.append(a._sid[special.IMAGE])
+        if "text" not in modalities and "audio" not in modalities:
+            banned.append(a._sid[special.TEXT])
+
+        def constraint(tokens: Sequence[int]) -> torch.Tensor:
+            mask = base(tokens)
+            if banned and base.state == "text":
+                mask = mask.clone()
+                mask[banned] = False
+            return mask
+
+        return constraint
+
+    def respond(
+        self,
+        *,
+        voice: str | None = None,
+        modalities: Sequence[str] = ("text", "audio", "image"),
+        sampling: SamplingConfig | None = None,
+        max_new_tokens: int = 800,
+        cancel: threading.Event | None = None,
+        audio_chunk_frames: int = 1,
+    ) -> Iterator[Event]:
+        """Generate the assistant's turn, yielding events as they are produced.
+
+        ``voice`` (a preset voice) asks for a spoken answer: the turn starts with that voice's
+        token. ``modalities`` limits what the answer may contain. ``audio_chunk_frames`` codec
+        frames (40 ms each) are decoded per ``AudioDelta``.
+        """
+        a = self.assistant
+        a.check_voice(voice)
+        if self._user_audio is not None:
+            raise RuntimeError("a spoken user turn is open: end_user_audio() first")
+        bad = set(modalities) - {"text", "audio", "image"}
+        if bad or not modalities:
+            raise ValueError(f"modalities must be among text, audio, image; got {modalities!r}")
+        if voice is not None and "audio" not in modalities:
+            raise ValueError("a voice was asked for but 'audio' is not among the modalities")
+        sid = a._sid
+        prompt = [sid[special.ASSISTANT]]
+        if voice is not None:
+            prompt.append(sid[special.voice_token(voice)])
+        self._answer_start = len(self.tokens)
+        self._prompt_end = self._answer_start + len(prompt)
+        self._frame_ends = []
+        stops = (sid[special.END_OF_TURN], sid[special.EOS])
+        self.generator.tokens.extend(prompt)  # pending: part of the turn even if cancelled now
+        stream = self.generator.stream(
+            (), max_new_tokens=max_new_tokens, sampling=sampling or SamplingConfig(0.0),
+            stop_tokens=stops, constraint_fn=self._constraint(modalities), cancel=cancel,
+        )  # fmt: skip
+        self._open_span = None
+        self.generated = 0  # tokens the model produced for this answer
+        try:
+            yield from self._decode(stream, voice, audio_chunk_frames)
+        finally:
+            if self.generator.stop_reason != "stop_token":
+                self._close_turn(cancelled=self.generator.stop_reason == "cancelled")
+
+    def _close_turn(self, *, cancelled: bool) -> None:
+        """Close an answer that stopped early (length, cancel): its open span, then the turn."""
+        sid = self.assistant._sid
+        closing = []
+        if self._open_span is not None:
+            closing.append(sid[self._open_span])
+        if cancelled:
+            closing.append(sid[special.INTERRUPT])
+        closing.append(sid[special.END_OF_TURN])
+        self.generator.tokens.extend(closing)  # pending: run with the next prefill
+
+    def _decode(self, stream: Iterator[Any], voice: str | None, chunk: int) -> Iterator[Event]:
+        a, sid = self.assistant, self.assistant._sid
+        layout, codec = a.layout, self._codec
+        k = layout.audio_codebooks
+        grid = int(a.template.image.grid)
+        text_out, spoken_out = _Utf8(), _Utf8()
+        state = "text"
+        speaking_voice = voice
+        frame: list[int] = []
+        frames: list[torch.Tensor] = []
+        image: list[int] = []
+        codec.reset_streaming()
+        with codec.streaming():
+            while True:
+                with a.lock:
+                    event = next(stream, None)
+                if event is None:
+                    break
+                self.generated += 1
+                t = event.token_id
+                if t in a._voice_of:
+                    speaking_voice = a._voice_of[t]
+                elif t == sid[special.TEXT]:
+                    state, self._open_span = "spoken", special.TEXT_END
+                elif t == sid[special.AUDIO]:
+                    state, frame, self._open_span = "audio", [], special.AUDIO_END
+                elif t == sid[special.IMAGE]:
+                    state, image, self._open_span = "image", [], special.IMAGE_END
+                elif t in (sid[special.TEXT_END], sid[special.AUDIO_END], sid[special.IMAGE_END]):
+                    if state == "audio" and frames:
+                        yield self._audio(frames, speaking_voice)
+                    state, self._open_span = "text", None
+                elif event.modality == "text":
+                    data = a.template.text.decode_bytes([t])
+                    out = (spoken_out if state == "spoken" else text_out).push(data)
+                    if out:
+                        yield TextDelta(out, spoken=state == "spoken")
+                elif event.modality == "audio" and state == "audio":
+                    frame.append(t)
+                    if len(frame) == k:
+                        codes = torch.tensor(frame) - layout.audio_offset
+                        codes = codes - torch.arange(k) * layout.audio_size
+                        frames.append(codes.view(k, 1))
+                        self._frame_ends.append(event.position + 1)
+                        frame = []
+                        if len(frames) >= chunk:
+                            yield self._audio(frames, speaking_voice)
+                elif event.modality == "image" and state == "image":
+                    image.append(t)
+                    if len(image) == grid * grid:
+                        codes = layout.image_codes(torch.tensor(image), grid)
+                        pixels = np.asarray(a.template.image.decode(codes))
+                        yield ImageOutput(pixels, codes)
+                        image = []
+            if frames:
+                yield self._audio(frames, speaking_voice)
+            if self._frame_ends:
+                tail = codec.flush()[0].numpy()
+                if tail.size:
+                    yield AudioDelta(tail.astype(np.float32), a.sample_rate, speaking_voice or "")
+        for out, spoken in ((text_out.flush(), False), (spoken_out.flush(), True)):
+            if out:
+                yield TextDelta(out, spoken=spoken)
+
+    def _audio(self, frames: list[torch.Tensor], voice: str | None) -> AudioDelta:
+        codes = torch.cat(frames, dim=1).unsqueeze(0)  # (1, K, F)
+        frames.clear()
+        samples = self._codec.decode(codes)[0].numpy().astype(np.float32)
+        return AudioDelta(samples, self.assistant.sample_rate, voice or "")
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self.generator.stop_reason
+
+    def answer(self, **options: Any) -> Answer:
+        """``respond`` collected into one ``Answer``."""
+        start = time.perf_counter()
+        out = Answer(sample_rate=self.assistant.sample_rate, voice=options.get("voice"))
+        audio: list[np.ndarray] = []
+        for event in self.respond(**options):
+            if isinstance(event, TextDelta):
+                if event.spoken:
+                    out.transcript += event.text
+                else:
+                    out.text += event.text
+            elif isinstance(event, AudioDelta):
+                if out.first_audio_seconds is None:
+                    out.first_audio_seconds = time.perf_counter() - start
+                audio.append(event.samples)
+                out.voice = event.voice or out.voice
+            else:
+                out.images.append(event.pixels)
+        if audio:
+            out.audio = np.concatenate(audio)
+        out.tokens = self.generated
+        out.stop_reason = self.stop_reason
+        out.seconds = time.perf_counter() - start
+        return out
+
+    def interrupt(self, played_seconds: float) -> int:
+        """Barge-in: keep the last answer up to the audio frames actually played, close it with
+        ``<|interrupt|>`` and the end of the turn. Returns the frames kept."""
+        if self._answer_start is None:
+            raise RuntimeError("no answer to interrupt")
+        sid = self.assistant._sid
+        spf_s = self._spf / self.assistant.sample_rate
+        kept = min(len(self._frame_ends), max(0, int(played_seconds / spf_s)))
+        cut = self._frame_ends[kept - 1] if kept else self._prompt_end
+        cut = min(cut, len(self.tokens))
+        closing = [sid[special.INTERRUPT], sid[special.END_OF_TURN]]
+        if kept:
+            closing.insert(0, sid[special.AUDIO_END])  # the cut is inside an audio span
+        with self.assistant.lock:
+            self.generator.truncate(cut)
+            self.generator.tokens.extend(closing)  # pending: run with the next prefill
+        self._frame_ends = self._frame_ends[:kept]
+        return kept

@@ -1,0 +1,36 @@
+"""The preset voices: the only voices the model may answer in (the GPT-4o card's first mitigation).
+
+A session chooses one of them; the output voice classifier (``voice_classifier.py``) then checks
+that every chunk the model speaks still sounds like *that* voice. Names come from the corpus's
+voice registry (``omniflex.data.voices``) and each has a ``<|voice:NAME|>`` special token.
+"""
+
+from __future__ import annotations
+
+from omniflex.data.voices import PRESET_VOICES, Voice
+from omniflex.tokenizers.special import voice_token
+
+__all__ = ["preset_voice", "preset_voice_names", "validate_voice"]
+
+
+def preset_voice_names() -> tuple[str, ...]:
+    """Names of the preset voices, in registry order (``("aria", "bram", "cleo", "dax")``)."""
+    return tuple(v.name for v in PRESET_VOICES)
+
+
+def validate_voice(name: object) -> str:
+    """Return ``name`` if it is a preset voice; else a ``ValueError`` listing the allowed ones."""
+    allowed = preset_voice_names()
+    if not isinstance(name, str) or name not in allowed:
+        raise ValueError(
+            f"voice {name!r} is not a preset voice; the model speaks only in "
+            f"{', '.join(allowed)} — pick one of those (other voices cannot be requested)"
+        )
+    voice_token(name)  # the special token must exist: the model has no other way to ask
+    return name
+
+
+def preset_voice(name: str) -> Voice:
+    """The registry entry of a preset voice (espeak-ng voice, pitch, speed)."""
+    name = validate_voice(name)
+    return next(v for v in PRESET_VOICES if v.name == name)
