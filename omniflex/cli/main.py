@@ -539,9 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from omniflex.cli import chat as chat_cli
     from omniflex.cli import eval as eval_cli
+    from omniflex.cli import serve as serve_cli
 
+    serve_cli.add_bench_parser(bench_sub)
     eval_cli.add_parser(sub)
     chat_cli.add_parser(sub)
+    serve_cli.add_parser(sub)
     return parser
 
 

@@ -13,7 +13,14 @@ Quick start::
 
 from omniflex.flex.autoflex import AutoflexConfig, AutoflexState
 from omniflex.flex.config import RECIPES, FlexConfig
-from omniflex.flex.convert import convert_to_flex, flex_disabled, flex_modules, flex_states
+from omniflex.flex.convert import (
+    convert_to_flex,
+    flex_disabled,
+    flex_frozen,
+    flex_modules,
+    flex_states,
+    set_flex_frozen,
+)
 from omniflex.flex.emulate import LowPrecisionOptimizer, convert_to_float_emulation, round_to
 from omniflex.flex.errors import (
     FlexConversionError,
@@ -68,6 +75,7 @@ __all__ = [
     "flex_conv2d",
     "flex_disabled",
     "flex_embedding",
+    "flex_frozen",
     "flex_linear",
     "flex_matmul",
     "flex_modules",
@@ -77,4 +85,5 @@ __all__ = [
     "quantize_tensor",
     "read_telemetry",
     "round_to",
+    "set_flex_frozen",
 ]

@@ -13,7 +13,14 @@ from omniflex.flex.errors import FlexConversionError
 from omniflex.flex.matmul import Matmul
 from omniflex.flex.modules import FlexConv2d, FlexEmbedding, FlexLinear, FlexMatmul, FlexModule
 
-__all__ = ["convert_to_flex", "flex_disabled", "flex_modules", "flex_states"]
+__all__ = [
+    "convert_to_flex",
+    "flex_disabled",
+    "flex_frozen",
+    "flex_modules",
+    "flex_states",
+    "set_flex_frozen",
+]
 
 _SWAPS: dict[type[nn.Module], type[FlexModule]] = {
     nn.Linear: FlexLinear,
@@ -83,6 +90,29 @@ def flex_states(module: nn.Module) -> Iterator[AutoflexState]:
     """Every Autoflex state in ``module``'s tree."""
     for _, mod in flex_modules(module):
         yield from mod.flex_states().values()
+
+
+def set_flex_frozen(module: nn.Module, frozen: bool = True, *, cache_weights: bool = True) -> None:
+    """Freeze (or unfreeze) every flex op of ``module`` for inference: under ``torch.no_grad()``
+    operands are quantised at fixed exponents, with no Autoflex statistics (``omniflex.flex.ops``).
+    ``cache_weights`` keeps each weight's decoded float32 view (faster, more memory)."""
+    for _, m in flex_modules(module):
+        m.op.frozen, m.op.cache_weights = frozen, cache_weights
+        m.op.clear_cache()
+
+
+@contextmanager
+def flex_frozen(module: nn.Module, *, cache_weights: bool = True) -> Iterator[nn.Module]:
+    """``set_flex_frozen`` inside the block, the previous modes restored after it."""
+    mods = [m for _, m in flex_modules(module)]
+    previous = [(m.op.frozen, m.op.cache_weights) for m in mods]
+    set_flex_frozen(module, True, cache_weights=cache_weights)
+    try:
+        yield module
+    finally:
+        for m, (frozen, cache) in zip(mods, previous, strict=True):
+            m.op.frozen, m.op.cache_weights = frozen, cache
+            m.op.clear_cache()
 
 
 @contextmanager

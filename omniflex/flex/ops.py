@@ -8,10 +8,20 @@ as their integer mantissas, not as float32.
 
 ``FlexOp`` holds the states of one op instance, keyed by role (``input``, ``output``,
 ``grad_output``, ``grad_input``, ``grad_weight``…), created on first use.
+
+**Frozen ops** (``FlexOp.frozen``, set by ``omniflex.flex.flex_frozen``) are the inference path:
+outside autograd, each operand is quantised at its state's current exponent — the one Autoflex
+predicted at the end of training — with saturation and no statistics, no overflow recompute and
+no device-to-host reads. The numbers are still flex16 values; the exponents simply stop moving.
+That makes inference deterministic (a token's activations no longer depend on what ran before),
+strictly causal, safe to share between threads, and several times cheaper per small op. A state
+that never ran initialises once through the ordinary path. Weights' float32 views are decoded
+once and cached while the mantissas are unchanged (``cache_weights``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,7 +33,15 @@ from omniflex.flex.errors import FlexTypeError
 from omniflex.flex.format import FlexTensor
 from omniflex.flex.weight import FlexWeight
 
-__all__ = ["FlexOp", "flex_bmm", "flex_conv2d", "flex_embedding", "flex_linear", "flex_matmul"]
+__all__ = [
+    "FlexOp",
+    "fixed_values",
+    "flex_bmm",
+    "flex_conv2d",
+    "flex_embedding",
+    "flex_linear",
+    "flex_matmul",
+]
 
 
 class FlexOp:
@@ -34,6 +52,9 @@ class FlexOp:
         self.config = config or FlexConfig()
         self.states: dict[str, AutoflexState] = {}
         self.clock = 0
+        self.frozen = False  # inference: fixed exponents, no statistics (see the module doc)
+        self.cache_weights = True
+        self._weight_cache: dict[str, tuple[tuple[int, int, int], torch.Tensor]] = {}
 
     def state(self, role: str) -> AutoflexState:
         st = self.states.get(role)
@@ -61,6 +82,41 @@ class FlexOp:
     def output(self, role: str, y: torch.Tensor) -> torch.Tensor:
         return self.values(role, y) if self.config.quantize_outputs else y
 
+    # ------------------------------------------------------------ frozen (inference)
+    @property
+    def fast(self) -> bool:
+        """Whether this call takes the frozen path (frozen, and autograd is off)."""
+        return self.frozen and not torch.is_grad_enabled()
+
+    def frozen_values(self, role: str, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the flex grid at the state's current exponent, saturating; no statistics."""
+        st = self.state(role)
+        if not st.initialized:
+            return self.values(role, x)  # first use: Autoflex initialisation, once
+        return fixed_values(x, st.exponent, st.format.max_mantissa)
+
+    def frozen_output(self, role: str, y: torch.Tensor) -> torch.Tensor:
+        return self.frozen_values(role, y) if self.config.quantize_outputs else y
+
+    def frozen_weight(self, role: str, w: torch.Tensor | None) -> torch.Tensor | None:
+        """A weight's float32 values, decoded once while its mantissas are unchanged."""
+        if w is None:
+            return None
+        if not isinstance(w, FlexWeight):  # master mode: quantised per use
+            return self.frozen_values(role, w.detach())
+        m = w.mantissa
+        key = (m.data_ptr(), m._version, w.exponent)
+        hit = self._weight_cache.get(role)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        values = w.dequantize()
+        if self.cache_weights:
+            self._weight_cache[role] = (key, values)
+        return values
+
+    def clear_cache(self) -> None:
+        self._weight_cache.clear()
+
     def _kwargs(self) -> dict[str, Any]:
         return {
             "stochastic": self.config.rounding == "stochastic",
@@ -76,6 +132,14 @@ class FlexOp:
         self.clock = int(state["clock"])
         for role, st in state["states"].items():
             self.state(role).load_state_dict(st)
+
+
+def fixed_values(x: torch.Tensor, exponent: int, max_mantissa: int) -> torch.Tensor:
+    """float32 ``x`` rounded (half to even) onto the grid ``m * 2**exponent``, ``|m| <=
+    max_mantissa``: the quantisation of ``quantize_tensor`` without its statistics."""
+    scale = math.ldexp(1.0, exponent)
+    scaled = x.float() * math.ldexp(1.0, -exponent)  # a new tensor: safe to modify in place
+    return scaled.round_().clamp_(-max_mantissa, max_mantissa).mul_(scale)
 
 
 def _weight_operand(op: FlexOp, role: str, w: torch.Tensor | None) -> FlexTensor | None:
@@ -130,8 +194,12 @@ def flex_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, op: FlexOp
 ) -> torch.Tensor:
     """``F.linear`` in Flexpoint with the states of ``op``."""
+    x = _check_input(op, x)
+    if op.fast:  # no tick: a frozen op changes no state
+        w, b = op.frozen_weight("weight", weight), op.frozen_weight("bias", bias)
+        return op.frozen_output("output", F.linear(op.frozen_values("input", x), w, b))
     op.tick()
-    return _FlexLinearFn.apply(_check_input(op, x), weight, bias, op)
+    return _FlexLinearFn.apply(x, weight, bias, op)
 
 
 # --------------------------------------------------------------------------- conv2d
@@ -213,6 +281,9 @@ def flex_embedding(
             f"flex embedding '{op.name}' needs integer indices, got {idx.dtype}; "
             "pass token ids as torch.long"
         )
+    if op.fast and isinstance(weight, FlexWeight):
+        # Gathered rows already lie on the table's grid: decode only the rows used.
+        return F.embedding(idx, weight.mantissa).float() * math.ldexp(1.0, weight.exponent)
     op.tick()
     return _FlexEmbeddingFn.apply(idx, weight, op, padding_idx)
 
@@ -250,9 +321,12 @@ def flex_matmul(a: torch.Tensor, b: torch.Tensor, op: FlexOp) -> torch.Tensor:
         raise ValueError(
             f"flex_matmul '{op.name}' needs operands with >= 2 dims, got {a.dim()} and {b.dim()}"
         )
-    op.tick()
     a = _check_input(op, a)
     b = _check_input(op, b)
+    if op.fast:
+        y = torch.matmul(op.frozen_values("input_a", a), op.frozen_values("input_b", b))
+        return op.frozen_output("output", y)
+    op.tick()
     return _FlexMatmulFn.apply(a, b, op)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from omniflex.flex import set_flex_frozen
 from omniflex.media import write_atomic
 from omniflex.model.config import ModelConfig
 from omniflex.model.transformer import OmniModel
@@ -155,8 +156,9 @@ def load_pretrained(
 
     Args:
         name_or_path: a shipped model's name (``"tiny"``) or a model folder.
-        precision: ``None`` runs it as trained (flex16+5 for the default model); ``"float32"``
-            runs the same weights dequantised (exact) in plain float32, which is faster.
+        precision: ``None`` runs it as trained (flex16+5 for the default model, its ops frozen
+            at their trained exponents under ``torch.no_grad()``); ``"float32"`` runs the same
+            weights dequantised (exact) in plain float32.
     """
     info = read_info(name_or_path)
     config = info.model_config
@@ -186,4 +188,7 @@ def load_pretrained(
             )
     else:
         model.load_state_dict(state)
+        # Inference: flex ops at the exponents training ended with, no statistics (deterministic,
+        # causal, thread-safe; see omniflex.flex.ops).
+        set_flex_frozen(model, True)
     return model.to(device).eval(), info

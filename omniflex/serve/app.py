@@ -1,0 +1,223 @@
+"""The FastAPI application: ``create_app(assistant, settings)``.
+
+It holds one ``Assistant`` for all connections (its ``lock`` serialises model forwards), a
+``Capacity`` shared by Realtime sessions and REST requests, the auth check, request logging as
+JSON lines with per-request timing, and a lifespan that warms the model up before the first
+connection is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from omniflex.model.assistant import Assistant
+from omniflex.serve.errors import ApiError, install_error_handlers
+from omniflex.serve.settings import ServeSettings
+
+__all__ = ["Capacity", "JsonLogFormatter", "ServerState", "check_api_key", "create_app"]
+
+log = logging.getLogger("omniflex.serve")
+WEB_DIR = Path(__file__).resolve().parent / "web"
+
+
+class Capacity:
+    """At most ``limit`` concurrent holders (Realtime sessions and REST requests together)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self.used >= self.limit:
+                return False
+            self.used += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.used = max(0, self.used - 1)
+
+
+@dataclass
+class ServerState:
+    """What every route reads: the model, the settings, capacity, and per-turn timings."""
+
+    assistant: Assistant
+    settings: ServeSettings
+    capacity: Capacity
+    ready: threading.Event = field(default_factory=threading.Event)
+    turn_log: list[dict[str, Any]] = field(default_factory=list)  # Realtime turns (bench)
+    model_name: str = "omniflex-tiny"
+
+    def record_turn(self, entry: dict[str, Any]) -> None:
+        self.turn_log.append(entry)
+        del self.turn_log[:-1000]
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any ``extra`` fields."""
+
+    _SKIP = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update({k: v for k, v in vars(record).items() if k not in self._SKIP})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def check_api_key(settings: ServeSettings, authorization: str | None, protocols: str = "") -> None:
+    """Raise ``ApiError(401)`` unless the key is given as ``Authorization: Bearer KEY`` (or, for
+    browsers, which cannot set headers on websockets, the ``openai-insecure-api-key.KEY``
+    subprotocol)."""
+    key = settings.api_key
+    if not key:
+        return
+    if authorization == f"Bearer {key}":
+        return
+    offered = [p.strip() for p in protocols.split(",") if p.strip()]
+    if f"openai-insecure-api-key.{key}" in offered:
+        return
+    given = "no Authorization header" if not authorization else "a wrong key"
+    raise ApiError(
+        401,
+        f"this server needs an API key: send 'Authorization: Bearer KEY' ({given} was sent); "
+        "the key is the server's OMNIFLEX_API_KEY",
+        code="invalid_api_key",
+    )
+
+
+class _BodyLimit:
+    """Refuse request bodies over ``limit`` bytes (413) before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send, int(declared))
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise ApiError(413, self._message(seen), code="payload_too_large")
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self, size: int) -> str:
+        return (
+            f"request body of {size:,} bytes is over the {self.limit:,} byte limit; send a "
+            "shorter file (or raise max_body_bytes)"
+        )
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        await ApiError(413, self._message(size), code="payload_too_large").response()(
+            scope, receive, send
+        )
+
+
+def _warm_up(state: ServerState) -> None:
+    """One short generation, so the first user does not pay for lazy initialisation."""
+    start = time.perf_counter()
+    session = state.assistant.session()
+    session.add_text("hello")
+    session.answer(voice=state.assistant.voices[0], modalities=("text", "audio"),
+                   max_new_tokens=8)  # fmt: skip
+    log.info("warm-up done", extra={"seconds": round(time.perf_counter() - start, 3)})
+
+
+def create_app(assistant: Assistant, settings: ServeSettings | None = None) -> FastAPI:
+    """The server application for ``assistant``; run it with uvicorn."""
+    from omniflex.serve import realtime, rest
+
+    settings = settings or ServeSettings.from_env()
+    state = ServerState(assistant, settings, Capacity(settings.max_sessions))
+    state.model_name = f"omniflex-{assistant.name}"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.warmup:
+            from starlette.concurrency import run_in_threadpool
+
+            await run_in_threadpool(_warm_up, state)
+        state.ready.set()
+        log.info(
+            "serving", extra={"model": state.model_name, "max_sessions": settings.max_sessions}
+        )
+        yield
+
+    app = FastAPI(
+        title="omniflex",
+        version="1",
+        description="OpenAI-compatible REST and Realtime API over an omniflex omni model.",
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    install_error_handlers(app)
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def _log_requests(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        request_id = f"req_{uuid.uuid4().hex[:16]}"
+        response: Response = await call_next(request)
+        response.headers["x-request-id"] = request_id
+        log.info(
+            "request",
+            extra={
+                "request_id": request_id, "method": request.method, "path": request.url.path,
+                "status": response.status_code,
+                "ms": round((time.perf_counter() - start) * 1000, 1),
+            },
+        )  # fmt: skip
+        return response
+
+    app.include_router(rest.router)
+
+    @app.websocket("/v1/realtime")
+    async def _realtime(websocket: WebSocket) -> None:
+        await realtime.serve_realtime(websocket, state)
+
+    @app.get("/", include_in_schema=False)
+    async def _index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def _health() -> dict[str, Any]:
+        return {"ready": state.ready.is_set(), "sessions": state.capacity.used}
+
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+    return app

@@ -1,0 +1,111 @@
+"""``OutputGuard``: what every answer passes before it leaves the server.
+
+``check_audio`` sees each output audio chunk (float32, 16 kHz) before it is sent; ``check_text``
+sees the answer's text and the transcript of its speech. A ``GuardDecision`` that is not
+``allowed`` stops the answer: the server sends what it has, then an ``incomplete`` status with
+the reason.
+
+``make_output_guard`` uses ``omniflex.safety`` (the streaming ``VoiceGuard`` for the preset voice
+and the moderation ``Policy`` on text) when that package and its shipped weights load, and a
+pass-through guard otherwise, so the server runs while the safety layer is being built.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["GuardDecision", "OutputGuard", "SafetyOutputGuard", "make_output_guard"]
+
+log = logging.getLogger("omniflex.serve")
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    allowed: bool
+    reason: str = "ok"
+
+
+_ALLOW = GuardDecision(True)
+
+
+class OutputGuard:
+    """Pass-through guard: allows everything. One instance per answer (``start`` resets it)."""
+
+    name = "pass-through"
+
+    def start(self, voice: str | None) -> None:
+        """A new answer begins, spoken in ``voice`` (None: text only)."""
+
+    def check_audio(self, samples: np.ndarray) -> GuardDecision:
+        return _ALLOW
+
+    def check_text(self, text: str) -> GuardDecision:
+        return _ALLOW
+
+
+class SafetyOutputGuard(OutputGuard):
+    """``omniflex.safety``: the streaming voice classifier on audio, moderation on text."""
+
+    name = "omniflex.safety"
+
+    def __init__(self, voice_guard_factory: Any, policy: Any | None) -> None:
+        self._factory = voice_guard_factory
+        self._policy = policy
+        self._voice: Any = None
+
+    def start(self, voice: str | None) -> None:
+        self._voice = self._factory(voice) if voice is not None else None
+
+    def check_audio(self, samples: np.ndarray) -> GuardDecision:
+        if self._voice is None:
+            return _ALLOW
+        decision = self._voice.push(np.asarray(samples, dtype=np.float32).reshape(-1))
+        return GuardDecision(bool(decision.allowed), str(decision.reason))
+
+    def check_text(self, text: str) -> GuardDecision:
+        if self._policy is None or not text.strip():
+            return _ALLOW
+        verdict = self._policy.check_output(text)
+        if verdict.allowed:
+            return _ALLOW
+        category = (verdict.event or {}).get("category", "disallowed")
+        return GuardDecision(False, f"moderation flagged the answer ({category})")
+
+
+def make_output_guard(enabled: bool = True) -> OutputGuard:
+    """A fresh guard for one answer: ``SafetyOutputGuard`` if ``enabled`` and ``omniflex.safety``
+    loads, else the pass-through ``OutputGuard``."""
+    if not enabled:
+        return OutputGuard()
+    factory, policy = _safety()
+    if factory is None:
+        return OutputGuard()
+    return SafetyOutputGuard(factory, policy)
+
+
+_SAFETY: tuple[Any, Any] | None = None
+
+
+def _safety() -> tuple[Any, Any]:
+    """(VoiceGuard factory, Policy) from ``omniflex.safety``, loaded once; (None, None) if it
+    is missing or its weights do not load (logged once)."""
+    global _SAFETY
+    if _SAFETY is None:
+        try:
+            from omniflex.safety import Policy, VoiceGuard
+
+            VoiceGuard.from_shipped("aria")  # loads the shipped classifier now, not mid-answer
+            try:
+                policy: Any = Policy()
+            except Exception as err:  # moderation weights missing: voice guard alone
+                log.warning("moderation unavailable (%s); output text is not moderated", err)
+                policy = None
+            _SAFETY = (VoiceGuard.from_shipped, policy)
+        except Exception as err:
+            log.warning("omniflex.safety unavailable (%s); output guard passes through", err)
+            _SAFETY = (None, None)
+    return _SAFETY

@@ -1,0 +1,843 @@
+"""The Realtime API over a websocket (``/v1/realtime``), as the ``openai`` package types it
+(``openai.types.realtime``): speech in, speech out, one conversation per connection.
+
+Audio arrives as base64 16-bit PCM at 24 kHz (``input_audio_buffer.append``), is resampled to
+16 kHz as it streams and, with ``server_vad`` turn detection, scored by silero-vad. While the
+user speaks, each chunk is encoded and prefilled into the session at once (incremental prefill),
+so when ``speech_stopped`` fires only the last partial frame is left to compute before the
+answer starts. The answer streams back as ``response.output_audio.delta`` (each chunk passed
+through the ``OutputGuard`` first) with its transcript.
+
+Speech that starts while an answer is playing cancels the answer (barge-in) and cuts it in the
+conversation at what the client has played (``Session.interrupt``); ``conversation.item.truncate``
+from the client does the same with the client's own count.
+
+Threads: each connection has one worker thread for its model work (pushes, commits, answers run
+in order there); the event loop only parses, resamples and sends. ``Assistant.lock``
+serialises forwards across connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from omniflex.model.assistant import AudioDelta, ImageOutput, Session, TextDelta
+from omniflex.model.sampling import SamplingConfig
+from omniflex.serve.app import ServerState, check_api_key
+from omniflex.serve.audio import (
+    MODEL_RATE,
+    WIRE_RATE,
+    StreamResampler,
+    b64_to_pcm16,
+    float_to_pcm16,
+    pcm16_to_float,
+)
+from omniflex.serve.errors import ApiError, error_event
+from omniflex.serve.guard import make_output_guard
+from omniflex.serve.messages import decode_image_url
+from omniflex.serve.runner import Blocked, TurnTiming, guarded_respond, iterate_in_thread
+from omniflex.serve.vad import StreamingVad, VadConfig
+
+__all__ = ["RealtimeConnection", "serve_realtime"]
+
+log = logging.getLogger("omniflex.serve")
+
+_PCM_FORMAT = {"type": "audio/pcm", "rate": WIRE_RATE}
+_TURN_RESERVE = 48  # tokens kept free after a user turn, besides the answer's own budget
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class _ClientError(Exception):
+    """A bad client event: answered with an ``error`` event, the connection stays open."""
+
+    def __init__(self, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.param = message, code, param
+
+
+async def serve_realtime(websocket: WebSocket, state: ServerState) -> None:
+    """Authenticate, admit (or refuse at capacity), then run one Realtime connection."""
+    protocols = websocket.headers.get("sec-websocket-protocol", "")
+    try:
+        check_api_key(state.settings, websocket.headers.get("authorization"), protocols)
+    except ApiError as err:
+        try:
+            await websocket.send_denial_response(err.response())
+        except RuntimeError:  # server without the denial extension
+            await websocket.close(code=1008, reason="invalid API key")
+        return
+    offered = [p.strip() for p in protocols.split(",")]
+    await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+    if not state.capacity.try_acquire():
+        message = (
+            f"the server is at capacity ({state.capacity.limit} concurrent sessions); "
+            "try again later"
+        )
+        log.info("session refused", extra={"reason": "session_limit"})
+        await websocket.send_text(
+            json.dumps(error_event(message, type="server_error", code="session_limit"))
+        )
+        await websocket.close(code=1013, reason="session limit")
+        return
+    connection = RealtimeConnection(websocket, state)
+    try:
+        await connection.run()
+    finally:
+        await connection.close()
+        state.capacity.release()
+
+
+class RealtimeConnection:
+    """One websocket conversation: session config, input buffer, the answer in flight."""
+
+    def __init__(self, websocket: WebSocket, state: ServerState) -> None:
+        self.ws = websocket
+        self.state = state
+        self.assistant = state.assistant
+        self.settings = state.settings
+        self.loop = asyncio.get_running_loop()
+        self.session_id = _id("sess")
+        self.config = self._default_config()
+        self.vad: StreamingVad | None = StreamingVad(self._vad_config())
+        self.session: Session = self.assistant.session()
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"rt-{self.session_id[-6:]}")
+        self._send_lock = asyncio.Lock()
+        self._in = StreamResampler(WIRE_RATE, MODEL_RATE)
+        self._received = 0  # 16 kHz samples received since the connection opened
+        self._recent = np.zeros(0, np.float32)  # the last few seconds, for the VAD's prefix
+        self._turn_open = False  # a spoken user turn is being prefilled
+        self._turn_item: str | None = None
+        self._turn_samples = 0
+        self._turn_start = 0  # sequence length before the open spoken turn
+        self._pending_timing: dict[str, float] = {}  # compute times of the committed turn
+        self._last_item: str | None = None
+        self._response: asyncio.Task[None] | None = None
+        self._cancel = threading.Event()
+        self._cancel_reason = "client_cancelled"
+        self._answer_item: str | None = None  # the last assistant item, while it may be cut
+        self._audio_sent = 0.0  # seconds of answer audio sent
+        self._first_sent: float | None = None  # when its first chunk left
+        self._speech_stopped_at: float | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ config
+    def _default_config(self) -> dict[str, Any]:
+        return {
+            "type": "realtime", "object": "realtime.session", "id": self.session_id,
+            "model": self.state.model_name, "output_modalities": ["audio"], "instructions": "",
+            "max_output_tokens": "inf", "tools": [], "tool_choice": "auto",
+            "audio": {
+                "input": {
+                    "format": dict(_PCM_FORMAT), "transcription": None, "noise_reduction": None,
+                    "turn_detection": {
+                        "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                        "silence_duration_ms": 500, "create_response": True,
+                        "interrupt_response": True, "idle_timeout_ms": None,
+                    },
+                },
+                "output": {"format": dict(_PCM_FORMAT), "voice": self.assistant.voices[0],
+                           "speed": 1.0},
+            },
+        }  # fmt: skip
+
+    @property
+    def _turn_detection(self) -> dict[str, Any] | None:
+        return self.config["audio"]["input"]["turn_detection"]
+
+    def _vad_config(self) -> VadConfig:
+        td = self._turn_detection or {}
+        return VadConfig(
+            threshold=float(td.get("threshold") or 0.5),
+            prefix_padding_ms=int(td.get("prefix_padding_ms") or 0),
+            silence_duration_ms=int(td.get("silence_duration_ms") or 0),
+        )
+
+    def _update_config(self, session: Any) -> None:
+        if not isinstance(session, dict):
+            raise _ClientError("session.update needs a 'session' object", "invalid_value",
+                               "session")  # fmt: skip
+        if session.get("type", "realtime") != "realtime":
+            raise _ClientError("only 'realtime' sessions are served (not transcription)",
+                               "invalid_value", "session.type")  # fmt: skip
+        new = copy.deepcopy(self.config)
+        for key in ("instructions", "max_output_tokens", "output_modalities"):
+            if key in session:
+                new[key] = session[key]
+        audio = session.get("audio") or {}
+        for side in ("input", "output"):
+            given = audio.get(side) or {}
+            for key, value in given.items():
+                new["audio"][side][key] = value
+        self._check_config(new)
+        if "turn_detection" in (audio.get("input") or {}):
+            td = new["audio"]["input"]["turn_detection"]
+            if td is not None:
+                defaults = self._default_config()["audio"]["input"]["turn_detection"]
+                if td.get("type") == "semantic_vad":  # served by silero-vad with defaults
+                    td = {**defaults, "create_response": td.get("create_response", True),
+                          "interrupt_response": td.get("interrupt_response", True)}  # fmt: skip
+                new["audio"]["input"]["turn_detection"] = {**defaults, **td}
+        self.config = new
+        td = self._turn_detection
+        self.vad = StreamingVad(self._vad_config()) if td is not None else None
+
+    def _check_config(self, c: dict[str, Any]) -> None:
+        modalities = c.get("output_modalities")
+        if (not isinstance(modalities, list) or not modalities
+                or set(modalities) - {"text", "audio"}):  # fmt: skip
+            raise _ClientError("output_modalities must be ['audio'] or ['text']",
+                               "invalid_value", "session.output_modalities")  # fmt: skip
+        for side in ("input", "output"):
+            fmt = c["audio"][side].get("format") or _PCM_FORMAT
+            if (
+                fmt.get("type", "audio/pcm") != "audio/pcm"
+                or fmt.get("rate", WIRE_RATE) != WIRE_RATE
+            ):
+                raise _ClientError(
+                    f"audio format {fmt} is not served; use {{'type': 'audio/pcm', 'rate': "
+                    f"{WIRE_RATE}}} (16-bit PCM, 24 kHz)",
+                    "unsupported_audio_format", f"session.audio.{side}.format",
+                )  # fmt: skip
+        voice = c["audio"]["output"].get("voice")
+        if isinstance(voice, dict):
+            voice = voice.get("id")
+        if voice not in self.assistant.voices:
+            raise _ClientError(
+                f"unknown voice {voice!r}: this model speaks only in its preset voices "
+                f"{', '.join(self.assistant.voices)}",
+                "invalid_voice", "session.audio.output.voice",
+            )  # fmt: skip
+        td = c["audio"]["input"].get("turn_detection")
+        if td is not None:
+            if not isinstance(td, dict) or td.get("type") not in ("server_vad", "semantic_vad"):
+                raise _ClientError(
+                    "turn_detection.type must be 'server_vad' (or null)",
+                    "invalid_value",
+                    "session.audio.input.turn_detection",
+                )
+            try:
+                VadConfig(
+                    threshold=float(td.get("threshold") or 0.5),
+                    prefix_padding_ms=int(td.get("prefix_padding_ms") or 0),
+                    silence_duration_ms=int(td.get("silence_duration_ms") or 0),
+                )
+            except (TypeError, ValueError) as err:
+                raise _ClientError(
+                    str(err), "invalid_value", "session.audio.input.turn_detection"
+                ) from None
+        cap = c.get("max_output_tokens")
+        if cap != "inf" and not (isinstance(cap, int) and cap >= 1):
+            raise _ClientError("max_output_tokens must be a positive integer or 'inf'",
+                               "invalid_value", "session.max_output_tokens")  # fmt: skip
+
+    # ------------------------------------------------------------------ sending
+    async def send(self, event: dict[str, Any]) -> None:
+        event.setdefault("event_id", _id("event"))
+        if self._closed or self.ws.application_state != WebSocketState.CONNECTED:
+            return
+        async with self._send_lock:
+            try:
+                await self.ws.send_text(json.dumps(event))
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self._closed = True
+
+    async def send_error(self, message: str, code: str, param: str | None = None,
+                         event_id: str | None = None) -> None:  # fmt: skip
+        await self.send(error_event(message, code=code, param=param, event_id=event_id))
+
+    def _post_error(self, message: str, code: str) -> None:
+        """From a worker thread: send an ``error`` event."""
+        asyncio.run_coroutine_threadsafe(self.send_error(message, code), self.loop)
+
+    def _submit(self, fn: Callable[[], Any], what: str) -> None:
+        """Queue model work on this connection's worker; failures become ``error`` events."""
+
+        def job() -> None:
+            try:
+                fn()
+            except Exception as err:
+                log.exception("realtime %s failed", what, extra={"session": self.session_id})
+                self._post_error(f"{what} failed: {err}", "server_error")
+
+        self.worker.submit(job)
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        log.info("session open", extra={"session": self.session_id})
+        await self.send({"type": "session.created", "session": self.config})
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                size = len(message.get("bytes") or b"")
+                await self.send_error(
+                    f"binary websocket frames are not part of the Realtime protocol ({size} "
+                    "bytes received); send JSON text events, audio as base64",
+                    "invalid_frame",
+                )
+                continue
+            if len(text) > self.settings.max_event_bytes:
+                await self.send_error(
+                    f"event of {len(text):,} bytes is over the {self.settings.max_event_bytes:,} "
+                    "byte limit; send audio in smaller appends", "event_too_large",
+                )  # fmt: skip
+                continue
+            try:
+                event = json.loads(text)
+            except ValueError as err:
+                await self.send_error(f"the event is not valid JSON ({err})", "invalid_json")
+                continue
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                await self.send_error("an event must be a JSON object with a 'type'",
+                                      "invalid_event", "type")  # fmt: skip
+                continue
+            try:
+                await self.handle(event)
+            except _ClientError as err:
+                await self.send_error(err.message, err.code, err.param, event.get("event_id"))
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        handler = self._handlers().get(kind)
+        if handler is None:
+            raise _ClientError(
+                f"unknown or unsupported event type {kind!r}; supported: "
+                f"{', '.join(sorted(self._handlers()))}", "unknown_event_type", "type",
+            )  # fmt: skip
+        await handler(event)
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        return {
+            "session.update": self._on_session_update,
+            "input_audio_buffer.append": self._on_append,
+            "input_audio_buffer.commit": self._on_commit,
+            "input_audio_buffer.clear": self._on_clear,
+            "conversation.item.create": self._on_item_create,
+            "conversation.item.truncate": self._on_truncate,
+            "response.create": self._on_response_create,
+            "response.cancel": self._on_response_cancel,
+            "output_audio_buffer.clear": self._on_output_clear,
+        }
+
+    async def close(self) -> None:
+        """The client left (or the loop ended): stop the answer, finish the worker."""
+        self._closed = True
+        self._cancel.set()
+        if self._response is not None:
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._response), timeout=10)
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.shutdown, True)
+        log.info("session closed", extra={"session": self.session_id})
+
+    # ------------------------------------------------------------------ input audio
+    async def _on_session_update(self, event: dict[str, Any]) -> None:
+        self._update_config(event.get("session"))
+        await self.send({"type": "session.updated", "session": self.config})
+
+    async def _on_append(self, event: dict[str, Any]) -> None:
+        data = event.get("audio")
+        if not isinstance(data, str):
+            raise _ClientError("input_audio_buffer.append needs 'audio': base64 PCM16",
+                               "invalid_value", "audio")  # fmt: skip
+        try:
+            raw = b64_to_pcm16(data, what="'audio'")
+        except ValueError as err:
+            raise _ClientError(str(err), "invalid_audio", "audio") from None
+        x = self._in.push(pcm16_to_float(raw))  # (N,) float32 16 kHz
+        start = self._received
+        self._received += x.size
+        keep = MODEL_RATE * 6
+        self._recent = np.concatenate([self._recent, x])[-keep:]
+        if self.vad is None:
+            if not self._turn_open:
+                self._open_turn()
+            self._push(x)
+            return
+        vad = self.vad
+        events = await asyncio.to_thread(vad.push, x)
+        pushed_to = start  # samples of this chunk already in the turn
+        for ev in events:
+            if ev.kind == "start":
+                await self._speech_started(ev.ms)
+                first = max(ev.sample, self._received - self._recent.size)
+                self._push(self._recent[first - self._received + self._recent.size :])
+                pushed_to = self._received
+            elif self._turn_open:
+                if pushed_to < self._received:
+                    self._push(x[pushed_to - start :])
+                    pushed_to = self._received
+                await self._speech_stopped(ev.ms)
+        if self._turn_open and pushed_to < self._received:
+            self._push(x[pushed_to - start :])
+
+    async def _speech_started(self, audio_start_ms: int) -> None:
+        td = self._turn_detection or {}
+        if td.get("interrupt_response", True):
+            await self._barge_in()
+        self._open_turn()
+        await self.send(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": audio_start_ms,
+                "item_id": self._turn_item,
+            }
+        )
+
+    async def _speech_stopped(self, audio_end_ms: int) -> None:
+        self._speech_stopped_at = time.perf_counter()
+        await self.send(
+            {
+                "type": "input_audio_buffer.speech_stopped",
+                "audio_end_ms": audio_end_ms,
+                "item_id": self._turn_item,
+            }
+        )
+        await self._commit()
+        td = self._turn_detection or {}
+        if td.get("create_response", True) and self._response is None:
+            await self._start_response({})
+
+    def _open_turn(self) -> None:
+        """Open a spoken user turn in the session (on the worker, in order)."""
+        if self._turn_open:
+            return
+        self._turn_open = True
+        self._turn_item = _id("item")
+        self._turn_samples = 0
+        self._answer_item = None  # a new turn: the last answer can no longer be cut
+        self._submit(self._begin_turn, "opening the spoken turn")
+
+    def _capacity(self) -> int:
+        return int(self.assistant.model.config.max_seq_len)
+
+    def _answer_budget(self) -> int:
+        cap = self.config.get("max_output_tokens", "inf")
+        budget = self.settings.max_new_tokens if cap == "inf" else int(cap)
+        return min(budget, self.settings.max_new_tokens)
+
+    def _begin_turn(self) -> None:
+        room = self._capacity() - len(self.session.tokens) - self._answer_budget()
+        if room < self._capacity() // 4:
+            log.info("context full: history dropped", extra={"session": self.session_id})
+            self.session = self.assistant.session()
+        self._turn_start = len(self.session.tokens)
+        self.session.begin_user_audio()
+
+    def _push(self, x: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        self._turn_samples += x.size
+        if self._turn_samples > self.settings.max_audio_seconds * MODEL_RATE:
+            return  # over the turn limit: the rest of the turn is not heard
+
+        def push() -> None:
+            session = self.session
+            room = (self._capacity() - len(session.tokens) - self._answer_budget()
+                    - _TURN_RESERVE)  # fmt: skip
+            spf = int(self.assistant.template.audio.config.samples_per_frame)
+            per_frame = self.assistant.layout.audio_codebooks
+            fits = max(0, room // per_frame) * spf
+            if fits < x.size:
+                log.info("spoken turn cut at the context limit", extra={"session": self.session_id})
+            if fits:
+                session.push_user_audio(x[:fits])
+
+        self._submit(push, "prefilling speech")
+
+    async def _commit(self) -> None:
+        if not self._turn_open:
+            raise _ClientError("the input audio buffer is empty: append audio before commit",
+                               "input_audio_buffer_commit_empty")  # fmt: skip
+        self._turn_open = False
+        item_id, previous = self._turn_item, self._last_item
+        timing: dict[str, float] = {}
+
+        def end() -> None:
+            start = time.perf_counter()
+            self.session.end_user_audio()
+            timing["end_user_audio"] = time.perf_counter() - start
+
+        self._submit(end, "closing the spoken turn")
+        self._pending_timing = timing
+        self._last_item = item_id
+        await self.send({"type": "input_audio_buffer.committed", "item_id": item_id,
+                         "previous_item_id": previous})  # fmt: skip
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        await self.send({"type": "conversation.item.added", "item": item,
+                         "previous_item_id": previous})  # fmt: skip
+        await self.send({"type": "conversation.item.done", "item": item,
+                         "previous_item_id": previous})  # fmt: skip
+
+    async def _on_commit(self, event: dict[str, Any]) -> None:
+        self._speech_stopped_at = time.perf_counter()
+        await self._commit()
+
+    async def _on_clear(self, event: dict[str, Any]) -> None:
+        if self._turn_open:
+            self._turn_open = False
+
+            def drop() -> None:
+                self.session.end_user_audio()
+                with self.assistant.lock:
+                    self.session.generator.truncate(self._turn_start)
+
+            self._submit(drop, "clearing the input audio buffer")
+        if self.vad is not None:
+            self.vad.reset()
+        await self.send({"type": "input_audio_buffer.cleared"})
+
+    # ------------------------------------------------------------------ items
+    async def _on_item_create(self, event: dict[str, Any]) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict) or item.get("type", "message") != "message":
+            raise _ClientError("conversation.item.create serves message items only",
+                               "invalid_value", "item.type")  # fmt: skip
+        role = item.get("role")
+        if role not in ("user", "system", "assistant"):
+            raise _ClientError("item.role must be user, system or assistant", "invalid_value",
+                               "item.role")  # fmt: skip
+        if self._turn_open:
+            raise _ClientError("a spoken turn is in the input buffer: commit or clear it first",
+                               "input_audio_buffer_open")  # fmt: skip
+        parts, files = await asyncio.to_thread(self._item_parts, item)
+        conversation = {"messages": [{"role": role, "content": parts}]}
+        item_id = item.get("id") or _id("item")
+
+        def add() -> None:
+            self.session.add_message(conversation, files)
+
+        self._answer_item = None
+        self._submit(add, "adding the item")
+        previous, self._last_item = self._last_item, item_id
+        out = {**item, "id": item_id, "object": "realtime.item", "type": "message",
+               "status": "completed"}  # fmt: skip
+        await self.send({"type": "conversation.item.added", "item": out,
+                         "previous_item_id": previous})  # fmt: skip
+        await self.send({"type": "conversation.item.done", "item": out,
+                         "previous_item_id": previous})  # fmt: skip
+
+    def _item_parts(self, item: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+        from omniflex.media.audio import to_wav_bytes
+
+        content = item.get("content")
+        if not isinstance(content, list) or not content:
+            raise _ClientError("item.content must be a non-empty list", "invalid_value",
+                               "item.content")  # fmt: skip
+        parts: list[dict[str, Any]] = []
+        files: dict[str, bytes] = {}
+        for i, part in enumerate(content):
+            param = f"item.content.{i}"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in ("input_text", "text", "output_text"):
+                parts.append({"type": "text", "text": str(part.get("text") or "")})
+            elif kind == "input_image":
+                try:
+                    png = decode_image_url(str(part.get("image_url") or ""), param=param)
+                except ApiError as err:
+                    raise _ClientError(err.message, err.code or "invalid_image", param) from None
+                files[f"image{i}.png"] = png
+                parts.append({"type": "image", "file": f"image{i}.png"})
+            elif kind == "input_audio":
+                try:
+                    raw = b64_to_pcm16(str(part.get("audio") or ""), what=param + ".audio")
+                except ValueError as err:
+                    raise _ClientError(str(err), "invalid_audio", param + ".audio") from None
+                x = StreamResampler(WIRE_RATE, MODEL_RATE).push(pcm16_to_float(raw))
+                files[f"audio{i}.wav"] = to_wav_bytes(x)
+                parts.append({"type": "audio", "file": f"audio{i}.wav"})
+            else:
+                raise _ClientError(
+                    f"content type {kind!r} is not served; use input_text, input_image "
+                    "(data URL) or input_audio", "invalid_value", param + ".type",
+                )  # fmt: skip
+        if item.get("role") == "assistant":
+            parts = [p for p in parts if p["type"] == "text"]
+        return parts, files
+
+    async def _on_truncate(self, event: dict[str, Any]) -> None:
+        item_id = event.get("item_id")
+        end_ms = event.get("audio_end_ms")
+        if not isinstance(end_ms, int) or end_ms < 0:
+            raise _ClientError("audio_end_ms must be a whole number >= 0", "invalid_value",
+                               "audio_end_ms")  # fmt: skip
+        if item_id is None or item_id != self._answer_item:
+            if item_id is not None and item_id == self._last_item:
+                # Already cut at barge-in, or a later turn began: nothing left to change.
+                await self.send({"type": "conversation.item.truncated", "item_id": item_id,
+                                 "content_index": event.get("content_index", 0),
+                                 "audio_end_ms": end_ms})  # fmt: skip
+                return
+            raise _ClientError(f"no assistant item {item_id!r} to truncate", "item_not_found",
+                               "item_id")  # fmt: skip
+        if self._response is not None:
+            self._cancel_reason = "client_cancelled"
+            self._cancel.set()
+        self._interrupt(end_ms / 1000.0)
+        await self.send({"type": "conversation.item.truncated", "item_id": item_id,
+                         "content_index": event.get("content_index", 0),
+                         "audio_end_ms": end_ms})  # fmt: skip
+
+    def _interrupt(self, played_seconds: float) -> None:
+        self._answer_item = None
+
+        def cut() -> None:
+            if self.session._answer_start is not None:
+                kept = self.session.interrupt(played_seconds)
+                log.info(
+                    "answer cut",
+                    extra={
+                        "session": self.session_id,
+                        "frames_kept": kept,
+                        "played_s": round(played_seconds, 3),
+                    },
+                )
+
+        self._submit(cut, "cutting the answer")
+
+    async def _barge_in(self) -> None:
+        """User speech while an answer runs or plays: stop it, cut it at what was played."""
+        if self._answer_item is None:
+            return
+        now = time.perf_counter()
+        played = 0.0 if self._first_sent is None else now - self._first_sent
+        playing = self._first_sent is not None and played < self._audio_sent
+        if self._response is None and not playing:
+            return
+        if self._response is not None:
+            self._cancel_reason = "turn_detected"
+            self._cancel.set()
+        self._interrupt(min(played, self._audio_sent))
+
+    async def _on_output_clear(self, event: dict[str, Any]) -> None:
+        await self.send({"type": "output_audio_buffer.cleared", "response_id": None})
+
+    # ------------------------------------------------------------------ responses
+    async def _on_response_create(self, event: dict[str, Any]) -> None:
+        if self._response is not None:
+            raise _ClientError("a response is already in progress; cancel it first",
+                               "conversation_already_has_active_response")  # fmt: skip
+        params = event.get("response") or {}
+        if not isinstance(params, dict):
+            raise _ClientError("'response' must be an object", "invalid_value", "response")
+        if self._turn_open:  # uncommitted speech: it is the turn being answered
+            await self._commit()
+        await self._start_response(params)
+
+    async def _on_response_cancel(self, event: dict[str, Any]) -> None:
+        if self._response is None:
+            raise _ClientError("no response in progress to cancel", "response_cancel_not_active")
+        self._cancel_reason = "client_cancelled"
+        self._cancel.set()
+
+    async def _start_response(self, params: dict[str, Any]) -> None:
+        modalities = params.get("output_modalities") or self.config["output_modalities"]
+        voice = ((params.get("audio") or {}).get("output") or {}).get("voice")
+        voice = voice or self.config["audio"]["output"]["voice"]
+        if isinstance(voice, dict):
+            voice = voice.get("id")
+        if voice not in self.assistant.voices:
+            raise _ClientError(f"unknown voice {voice!r}; use one of "
+                               f"{', '.join(self.assistant.voices)}", "invalid_voice",
+                               "response.audio.output.voice")  # fmt: skip
+        cap = params.get("max_output_tokens", self.config.get("max_output_tokens", "inf"))
+        budget = self._answer_budget() if cap == "inf" else min(int(cap), self._answer_budget())
+        spoken = "audio" in modalities
+        self._cancel = threading.Event()
+        self._cancel_reason = "client_cancelled"
+        self._response = asyncio.create_task(
+            self._respond(voice if spoken else None, budget, list(modalities))
+        )
+
+    async def _respond(self, voice: str | None, budget: int, modalities: list[str]) -> None:
+        try:
+            await self._run_response(voice, budget, modalities)
+        except Exception as err:  # never leave the client waiting for response.done
+            log.exception("response failed", extra={"session": self.session_id})
+            await self.send_error(f"the response failed: {err}", "server_error")
+        finally:
+            self._response = None
+
+    async def _run_response(self, voice: str | None, budget: int, modalities: list[str]) -> None:
+        response_id, item_id = _id("resp"), _id("item")
+        cancel = self._cancel
+        timing = TurnTiming()
+        turn = self._pending_timing
+        self._pending_timing = {}
+        stopped_at = self._speech_stopped_at
+        fmt = dict(_PCM_FORMAT)
+        response: dict[str, Any] = {
+            "id": response_id, "object": "realtime.response", "status": "in_progress",
+            "status_details": None, "output": [], "conversation_id": self.session_id,
+            "output_modalities": ["audio"] if voice else ["text"],
+            "audio": {"output": {"format": fmt, "voice": voice}} if voice else None,
+            "max_output_tokens": budget, "usage": None, "metadata": None,
+        }  # fmt: skip
+        item: dict[str, Any] = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": "in_progress",
+            "content": [],
+        }
+        await self.send({"type": "response.created", "response": dict(response)})
+        previous, self._last_item = self._last_item, item_id
+        await self.send({"type": "response.output_item.added", "response_id": response_id,
+                         "output_index": 0, "item": dict(item)})  # fmt: skip
+        await self.send({"type": "conversation.item.added", "item": dict(item),
+                         "previous_item_id": previous})  # fmt: skip
+        ids = {"response_id": response_id, "item_id": item_id, "output_index": 0}
+        parts: list[dict[str, Any]] = []  # content parts, in order: {"type", text/transcript}
+        index_of: dict[str, int] = {}
+
+        async def part(kind: str) -> int:
+            if kind not in index_of:
+                index_of[kind] = len(parts)
+                parts.append({"type": kind, "transcript": ""} if kind == "audio"
+                             else {"type": "text", "text": ""})  # fmt: skip
+                await self.send(
+                    {
+                        "type": "response.content_part.added",
+                        **ids,
+                        "content_index": index_of[kind],
+                        "part": dict(parts[-1]),
+                    }
+                )
+            return index_of[kind]
+
+        self._answer_item = item_id
+        self._audio_sent, self._first_sent = 0.0, None
+        out = StreamResampler(MODEL_RATE, WIRE_RATE)
+        guard = make_output_guard(self.settings.voice_guard)
+        options = {
+            "voice": voice, "modalities": ("text", "audio") if voice else ("text",),
+            "max_new_tokens": budget, "cancel": cancel,
+            "sampling": SamplingConfig(self.settings.temperature),
+            "audio_chunk_frames": self.settings.audio_chunk_frames,
+        }  # fmt: skip
+
+        def work() -> Iterator[Any]:
+            timing.start = time.perf_counter()
+            yield from guarded_respond(self.session, guard, timing, **options)
+
+        if voice:
+            await part("audio")
+        blocked: str | None = None
+        first_sent_at: float | None = None
+        async for event in iterate_in_thread(work, self.worker):
+            if isinstance(event, Blocked):
+                blocked = event.reason
+                log.warning(
+                    "output guard stopped the answer",
+                    extra={"session": self.session_id, "reason": blocked},
+                )
+            elif isinstance(event, TextDelta):
+                if event.spoken and voice:
+                    k = await part("audio")
+                    parts[k]["transcript"] += event.text
+                    await self.send({"type": "response.output_audio_transcript.delta", **ids,
+                                     "content_index": k, "delta": event.text})  # fmt: skip
+                else:
+                    k = await part("text")
+                    parts[k]["text"] += event.text
+                    await self.send({"type": "response.output_text.delta", **ids,
+                                     "content_index": k, "delta": event.text})  # fmt: skip
+            elif isinstance(event, AudioDelta) and voice:
+                if cancel.is_set():
+                    continue  # cancelled: the rest is not sent
+                wire = out.push(event.samples)
+                if wire.size == 0:
+                    continue
+                k = await part("audio")
+                data = base64.b64encode(float_to_pcm16(wire)).decode()
+                await self.send({"type": "response.output_audio.delta", **ids,
+                                 "content_index": k, "delta": data})  # fmt: skip
+                if self._first_sent is None:
+                    self._first_sent = first_sent_at = time.perf_counter()
+                self._audio_sent += wire.size / WIRE_RATE
+            elif isinstance(event, ImageOutput):
+                continue  # the Realtime API has no image output
+        session = self.session
+        if blocked:
+            status = "incomplete"
+            details: dict[str, Any] | None = {
+                "type": "incomplete", "reason": "content_filter",
+                "error": {"type": "content_filter", "code": "output_guard", "message": blocked},
+            }  # fmt: skip
+        elif cancel.is_set() or session.stop_reason == "cancelled":
+            status = "cancelled"
+            details = {"type": "cancelled", "reason": self._cancel_reason}
+        elif session.stop_reason in ("max_new_tokens", "max_seq_len"):
+            status, details = "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
+        else:
+            status, details = "completed", {"type": "completed"}
+        for k, p in enumerate(parts):
+            if p["type"] == "audio":
+                await self.send({"type": "response.output_audio.done", **ids, "content_index": k})
+                await self.send(
+                    {
+                        "type": "response.output_audio_transcript.done",
+                        **ids,
+                        "content_index": k,
+                        "transcript": p["transcript"],
+                    }
+                )
+            else:
+                await self.send({"type": "response.output_text.done", **ids,
+                                 "content_index": k, "text": p["text"]})  # fmt: skip
+            await self.send({"type": "response.content_part.done", **ids, "content_index": k,
+                             "part": dict(p)})  # fmt: skip
+        item["status"] = "completed" if status == "completed" else "incomplete"
+        item["content"] = [
+            {"type": "output_audio", "transcript": p["transcript"]} if p["type"] == "audio"
+            else {"type": "output_text", "text": p["text"]} for p in parts
+        ]  # fmt: skip
+        await self.send({"type": "response.output_item.done", "response_id": response_id,
+                         "output_index": 0, "item": dict(item)})  # fmt: skip
+        await self.send({"type": "conversation.item.done", "item": dict(item),
+                         "previous_item_id": previous})  # fmt: skip
+        answer_tokens = max(0, len(session.tokens) - (session._answer_start or 0))
+        response.update(
+            status=status, status_details=details, output=[item],
+            usage={"total_tokens": len(session.tokens), "input_tokens": session._answer_start,
+                   "output_tokens": answer_tokens},
+        )  # fmt: skip
+        await self.send({"type": "response.done", "response": response})
+        entry = {
+            "session": self.session_id, "response": response_id, "status": status,
+            "end_user_audio_s": turn.get("end_user_audio"),
+            "first_audio_compute_s": timing.first_audio,
+            "compute_s": timing.compute_seconds, "audio_s": timing.audio_seconds,
+            "stopped_to_first_sent_s": (first_sent_at - stopped_at
+                                        if first_sent_at and stopped_at else None),
+        }  # fmt: skip
+        self.state.record_turn(entry)
+        log.info("response", extra={k: (round(v, 4) if isinstance(v, float) else v)
+                                    for k, v in entry.items()})  # fmt: skip

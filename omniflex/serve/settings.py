@@ -1,0 +1,79 @@
+"""``ServeSettings``: everything the server is configured with, as one frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+__all__ = ["API_KEY_ENV", "ServeSettings"]
+
+API_KEY_ENV = "OMNIFLEX_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Server options.
+
+    Args:
+        model: shipped model name or model folder (``omniflex.model.pretrained``).
+        precision: ``None`` runs the model as trained; ``"float32"`` dequantised (faster).
+        host, port: where uvicorn listens.
+        api_key: when set, REST and websocket requests need ``Authorization: Bearer KEY``
+            (``from_env`` reads ``OMNIFLEX_API_KEY``).
+        max_sessions: concurrent Realtime sessions + REST requests; beyond: error / HTTP 429.
+        max_body_bytes: largest REST request body.
+        max_event_bytes: largest websocket message.
+        max_audio_seconds: longest input audio (a file or one spoken turn).
+        max_new_tokens: cap on each answer's tokens.
+        audio_chunk_frames: codec frames (40 ms each) per output audio delta.
+        temperature: sampling temperature (0: greedy).
+        warmup: run one short generation before accepting connections.
+        voice_guard: pass output audio through ``omniflex.safety`` when it is installed.
+        threads: torch CPU threads.
+    """
+
+    model: str = "tiny"
+    precision: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_sessions: int = 4
+    max_body_bytes: int = 25_000_000
+    max_event_bytes: int = 16_000_000
+    max_audio_seconds: float = 120.0
+    max_new_tokens: int = 800
+    audio_chunk_frames: int = 1
+    temperature: float = 0.0
+    warmup: bool = True
+    voice_guard: bool = True
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "max_body_bytes", "max_event_bytes", "max_new_tokens",
+                     "audio_chunk_frames", "threads"):  # fmt: skip
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"ServeSettings.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"ServeSettings.port must be in [0, 65535], got {self.port}")
+        if not self.max_audio_seconds > 0:
+            raise ValueError(
+                f"ServeSettings.max_audio_seconds must be > 0, got {self.max_audio_seconds}"
+            )
+        if not self.temperature >= 0:
+            raise ValueError(f"ServeSettings.temperature must be >= 0, got {self.temperature}")
+        if self.precision not in (None, "float32"):
+            raise ValueError(
+                f"ServeSettings.precision must be None (as trained) or 'float32', "
+                f"got {self.precision!r}"
+            )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServeSettings:
+        """Defaults, the API key from ``OMNIFLEX_API_KEY``, then ``overrides`` (None: skip)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown ServeSettings fields {sorted(unknown)}")
+        base = cls(api_key=os.environ.get(API_KEY_ENV) or None)
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})

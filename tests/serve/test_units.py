@@ -1,0 +1,71 @@
+"""The serving parts that need no server: wire audio, turn detection, settings, guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from omniflex.serve import ServeSettings
+from omniflex.serve.audio import StreamResampler, b64_to_pcm16, float_to_pcm16, pcm16_to_float
+from omniflex.serve.guard import OutputGuard, make_output_guard
+from omniflex.serve.vad import StreamingVad, VadConfig
+from tests.serve.conftest import spoken_question
+
+
+@pytest.mark.parametrize(("rate_in", "rate_out"), [(24_000, 16_000), (16_000, 24_000)])
+def test_stream_resampler_chunking_does_not_change_output(rate_in: int, rate_out: int) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(7001).astype(np.float32)
+    whole = StreamResampler(rate_in, rate_out).push(x)
+    r = StreamResampler(rate_in, rate_out)
+    cuts = np.sort(rng.choice(np.arange(1, x.size), 40, replace=False))
+    parts = [r.push(c) for c in np.split(x, cuts)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert abs(whole.size - x.size * rate_out / rate_in) <= 1
+
+
+def test_stream_resampler_keeps_a_tone() -> None:
+    t = np.arange(24_000) / 24_000
+    y = StreamResampler(24_000, 16_000).push(np.sin(2 * np.pi * 440 * t))
+    spectrum = np.abs(np.fft.rfft(y[1000:]))
+    peak_hz = np.argmax(spectrum) * 16_000 / (y.size - 1000)
+    assert abs(peak_hz - 440) < 5
+
+
+def test_pcm16_roundtrip_and_bad_base64() -> None:
+    x = np.linspace(-1, 1, 101, dtype=np.float32)
+    back = pcm16_to_float(float_to_pcm16(x))
+    assert np.abs(back - x).max() < 1e-4
+    with pytest.raises(ValueError, match="base64"):
+        b64_to_pcm16("@@@")
+    with pytest.raises(ValueError, match="16-bit"):
+        b64_to_pcm16("AAAA")  # 3 bytes: not whole samples
+
+
+def test_vad_finds_one_turn_in_a_spoken_question() -> None:
+    x = spoken_question(0.8)
+    vad = StreamingVad(VadConfig(silence_duration_ms=500, prefix_padding_ms=300))
+    events = [e for i in range(0, x.size, 700) for e in vad.push(x[i : i + 700])]
+    assert [e.kind for e in events] == ["start", "stop"]
+    assert events[0].sample < events[1].sample
+
+
+def test_vad_config_names_the_bad_field() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        VadConfig(threshold=1.5)
+
+
+def test_settings_validation_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="max_sessions"):
+        ServeSettings(max_sessions=0)
+    monkeypatch.setenv("OMNIFLEX_API_KEY", "k1")
+    assert ServeSettings.from_env(port=9).api_key == "k1"
+
+
+def test_guards() -> None:
+    passthrough = make_output_guard(enabled=False)
+    assert type(passthrough) is OutputGuard
+    assert passthrough.check_audio(np.zeros(10, np.float32)).allowed
+    guard = make_output_guard(enabled=True)  # omniflex.safety when it loads
+    guard.start("aria")
+    assert guard.check_text("hello").allowed
