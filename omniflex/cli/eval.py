@@ -5,11 +5,13 @@ The parser is one command with a default action and named sub-actions::
     omniflex eval [--model tiny] [--corpus data/tiny] [--split test] [--limit N] [--quick]
                   [--precision float32] [--json] [--out DIR]      # run the capability eval
     omniflex eval parity A.json B.json [--out FILE]               # compare two eval.json files
+    omniflex eval safety [--model tiny] [--corpus data/tiny] [--quick] [--limit N]
+                         [--json] [--out DIR]                     # the safety evaluation
 
 The sub-actions live in an optional ``argparse`` subparser group (``dest="eval_command"``):
-with no sub-action the evaluation runs. A later sub-action (``omniflex eval safety``) is one
-more ``eval_sub.add_parser(...)`` in ``add_parser`` with its own ``set_defaults(func=...)``;
-the top-level options above belong to the default action only and are ignored by the others.
+with no sub-action the evaluation runs. Each sub-action (``parity``, ``safety``) is one
+``eval_sub.add_parser(...)`` in ``add_parser`` with its own options and
+``set_defaults(func=...)``; the top-level options above belong to the default action only.
 """
 
 from __future__ import annotations
@@ -73,8 +75,31 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_safety(args: argparse.Namespace) -> int:
+    import torch
+
+    from omniflex.eval.safety_eval import evaluate_safety, safety_markdown
+
+    torch.set_num_threads(args.threads)
+    result = evaluate_safety(
+        args.model, args.corpus, quick=args.quick, limit_per_task=args.limit,
+        precision=args.precision, progress=not args.no_progress,
+        max_new_tokens=args.max_new_tokens,
+    )  # fmt: skip
+    markdown = safety_markdown(result)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "safety.json").write_text(json.dumps(result, indent=2))
+        (out / "safety.md").write_text(markdown)
+        print(f"wrote {out / 'safety.json'} and {out / 'safety.md'}", file=sys.stderr)
+    print(json.dumps(result, indent=2) if args.json else markdown)
+    return 0
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``omniflex eval`` (and ``omniflex eval parity``) on the top-level subparsers."""
+    """Register ``omniflex eval`` (and ``omniflex eval parity | safety``) on the top-level
+    subparsers."""
     from omniflex.eval.capabilities import TASK_FAMILIES
 
     ev = subparsers.add_parser(
@@ -125,4 +150,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parity.add_argument("--relative-tolerance", type=float, default=0.02, help="(default: 0.02)")
     parity.add_argument("--out", help="also write the Markdown to this file")
     parity.set_defaults(func=_cmd_parity)
+    safety = eval_sub.add_parser(
+        "safety", help="the safety evaluation: classifiers and behaviour, noise, input voices",
+        description=(
+            "The GPT-4o system card's speech-to-speech risks on the test split: voice output "
+            "classifier precision/recall, speaker identification (should refuse / should "
+            "comply), ungrounded inference and sensitive traits, disallowed content "
+            "(not-unsafe / not-over-refuse) for the model and for moderation; each clean, with "
+            "10 dB SNR background noise on the user's audio, and per input voice (held-out lia "
+            "and moss), beside GPT-4o's figures. --out writes safety.json and safety.md."
+        ),
+    )  # fmt: skip
+    safety.add_argument("--model", default="tiny", help="model name or folder (default: tiny)")
+    safety.add_argument("--corpus", default="data/tiny", help="corpus folder (default: data/tiny)")
+    safety.add_argument("--quick", action="store_true", help="3 samples per task (a smoke run)")
+    safety.add_argument("--limit", type=int, help="at most N samples per task")
+    safety.add_argument(
+        "--precision", choices=["float32"],
+        help="run the weights in float32 (default: as trained, flex16+5)",
+    )  # fmt: skip
+    safety.add_argument("--max-new-tokens", type=int, help="cap every answer (smoke runs)")
+    safety.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    safety.add_argument("--json", action="store_true", help="print the result as JSON")
+    safety.add_argument("--out", help="folder for safety.json and safety.md")
+    safety.add_argument("--no-progress", action="store_true", help="no progress bar")
+    safety.set_defaults(func=_cmd_safety)
     return ev

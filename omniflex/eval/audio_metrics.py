@@ -20,7 +20,12 @@ import warnings
 import numpy as np
 from scipy.fft import dct
 
-__all__ = ["mel_cepstral_distortion", "speaker_embedding", "speaker_similarity"]
+__all__ = [
+    "mel_cepstral_distortion",
+    "mel_cepstrum",
+    "speaker_embedding",
+    "speaker_similarity",
+]
 
 _N_FFT, _WIN, _HOP, _N_MELS, _N_CEPS = 512, 400, 160, 80, 24
 
@@ -32,7 +37,8 @@ def _mel_fb(sample_rate: int) -> np.ndarray:
     return librosa.filters.mel(sr=sample_rate, n_fft=_N_FFT, n_mels=_N_MELS)
 
 
-def _mel_cepstrum(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def mel_cepstrum(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame mel cepstra ``(F, 24)`` and frame energies ``(F,)`` (the MCD's features)."""
     import librosa
 
     spec = np.abs(
@@ -54,8 +60,8 @@ def mel_cepstral_distortion(
     n = min(len(reference), len(estimate))
     if n < _WIN:
         raise ValueError(f"signals too short for MCD: {n} samples (need at least {_WIN})")
-    c_ref, energy = _mel_cepstrum(reference[:n], sample_rate)
-    c_est, _ = _mel_cepstrum(estimate[:n], sample_rate)
+    c_ref, energy = mel_cepstrum(reference[:n], sample_rate)
+    c_est, _ = mel_cepstrum(estimate[:n], sample_rate)
     speech = energy > energy.max() - 40.0
     diff = c_ref[speech] - c_est[speech]
     per_frame = (10.0 / math.log(10.0)) * np.sqrt(2.0 * (diff**2).sum(axis=1))

@@ -241,12 +241,12 @@ def mcd_dtw(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 16_0
     time warping path between the two utterances, over the reference's speech frames."""
     import librosa
 
-    from omniflex.eval.audio_metrics import _mel_cepstrum
+    from omniflex.eval.audio_metrics import mel_cepstrum
 
     if min(len(reference), len(estimate)) < 400:
         raise ValueError("signals too short for MCD: need at least 400 samples each")
-    c_ref, energy = _mel_cepstrum(reference, sample_rate)  # (F_ref, 24)
-    c_est, _ = _mel_cepstrum(estimate, sample_rate)  # (F_est, 24)
+    c_ref, energy = mel_cepstrum(reference, sample_rate)  # (F_ref, 24)
+    c_est, _ = mel_cepstrum(estimate, sample_rate)  # (F_est, 24)
     _, path = librosa.sequence.dtw(X=c_ref.T, Y=c_est.T, metric="euclidean")
     path = path[::-1]
     speech = energy[path[:, 0]] > energy.max() - 40.0
@@ -688,6 +688,7 @@ def evaluate_model(
     tasks: Sequence[str] | None = None,
     max_new_tokens: int | None = None,
     assistant: Any = None,
+    transform: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Run every capability evaluation on ``corpus``'s ``split`` with greedy decoding.
 
@@ -703,6 +704,8 @@ def evaluate_model(
         max_new_tokens: cap every answer's budget (smoke runs; the figures then undercount).
         assistant: an already loaded ``Assistant`` (``model`` and ``precision`` then only label
             the result).
+        transform: ``transform(sample) -> sample`` applied to each selected ``ShardSample``
+            before it is answered (e.g. noise added to the user's audio; ``safety_eval``).
 
     Returns:
         ``{"model", "precision", "split", "corpus", "samples", "seconds", "metrics": {name:
@@ -724,6 +727,8 @@ def evaluate_model(
     by_task = load_split(corpus, split)
     chosen = [t for t in TASK_FAMILIES if t in by_task and (tasks is None or t in tasks)]
     selected = {t: by_task[t][:limit_per_task] for t in chosen}
+    if transform is not None:
+        selected = {t: [transform(s) for s in samples] for t, samples in selected.items()}
     start = time.perf_counter()
     if assistant is None:
         assistant = Assistant.from_pretrained(model, precision=precision)

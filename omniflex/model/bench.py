@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from omniflex.flex import set_flex_frozen
 from omniflex.flex.bench import interleaved_medians
 from omniflex.model.config import ModelConfig
 from omniflex.model.generate import Generator
@@ -44,12 +45,16 @@ def _tiny(precision: str, layout: VocabLayout) -> ModelConfig:
     return ModelConfig.from_name("tiny", vocab=layout, precision=precision)
 
 
-def _models(layout: VocabLayout) -> dict[str, OmniModel]:
-    """float32 and flex16+5 tiny models with the same starting weights."""
+def _models(layout: VocabLayout, *, inference: bool = False) -> dict[str, OmniModel]:
+    """float32 and flex16+5 tiny models with the same starting weights; ``inference`` freezes
+    the flex model's ops as ``load_pretrained`` does (fixed exponents, cached weight views)."""
     base = OmniModel.build(_tiny("float32", layout), seed=0)
     flex = copy.deepcopy(base)
     flex.config = _tiny("flex16+5", layout)
-    return {"float32": base, "flex16+5": flex.apply_precision()}
+    flex = flex.apply_precision()
+    if inference:
+        set_flex_frozen(flex, True)
+    return {"float32": base, "flex16+5": flex}
 
 
 def bench_decode(
@@ -70,7 +75,7 @@ def bench_decode(
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    models = _models(layout)
+    models = _models(layout, inference=True)
     cfg = models["float32"].config
     hf = GPT2LMHeadModel(
         GPT2Config(
@@ -188,8 +193,9 @@ def bench_inference_step(
     repeats: int = 5,
 ) -> dict[str, Any]:
     """One decode step at ``context`` cached positions, and one prefill chunk, flex16 vs
-    float32 (flex16+5 weights with a flex16 cache against float32 with a float32 cache)."""
-    models = _models(layout)
+    float32 (flex16+5 weights with a flex16 cache against float32 with a float32 cache); the
+    flex model runs frozen, as a loaded model does."""
+    models = _models(layout, inference=True)
     storage = {"float32": "float32", "flex16+5": "flex16"}
     gen = torch.Generator().manual_seed(0)
     ctx = torch.randint(0, layout.text_size, (1, context), generator=gen)

@@ -46,6 +46,12 @@ class OutputGuard:
     def check_text(self, text: str) -> GuardDecision:
         return _ALLOW
 
+    def check_input(self, text: str) -> GuardDecision:
+        """The user's text, before anything is generated."""
+        return _ALLOW
+
+    refusal = "I can't help with that."
+
 
 class SafetyOutputGuard(OutputGuard):
     """``omniflex.safety``: the streaming voice classifier on audio, moderation on text."""
@@ -58,7 +64,8 @@ class SafetyOutputGuard(OutputGuard):
         self._voice: Any = None
 
     def start(self, voice: str | None) -> None:
-        self._voice = self._factory(voice) if voice is not None else None
+        use = voice is not None and self._factory is not None
+        self._voice = self._factory(voice) if use else None
 
     def check_audio(self, samples: np.ndarray) -> GuardDecision:
         if self._voice is None:
@@ -75,14 +82,26 @@ class SafetyOutputGuard(OutputGuard):
         category = (verdict.event or {}).get("category", "disallowed")
         return GuardDecision(False, f"moderation flagged the answer ({category})")
 
+    def check_input(self, text: str) -> GuardDecision:
+        if self._policy is None or not text.strip():
+            return _ALLOW
+        verdict = self._policy.check_input(text)
+        if verdict.allowed:
+            return _ALLOW
+        log.info("safety.blocked %s", verdict.event)  # the event names no user text
+        self.refusal = str(verdict.refusal)
+        category = (verdict.event or {}).get("category", "disallowed")
+        return GuardDecision(False, f"moderation flagged the request ({category})")
 
-def make_output_guard(enabled: bool = True) -> OutputGuard:
-    """A fresh guard for one answer: ``SafetyOutputGuard`` if ``enabled`` and ``omniflex.safety``
-    loads, else the pass-through ``OutputGuard``."""
-    if not enabled:
-        return OutputGuard()
+
+def make_output_guard(enabled: bool = True, *, moderation: bool = True) -> OutputGuard:
+    """A fresh guard for one answer: ``SafetyOutputGuard`` when ``omniflex.safety`` loads — with
+    the voice classifier if ``enabled`` (the voice guard), moderation of requests and answers if
+    ``moderation`` — else the pass-through ``OutputGuard``."""
     factory, policy = _safety()
-    if factory is None:
+    factory = factory if enabled else None
+    policy = policy if moderation else None
+    if factory is None and policy is None:
         return OutputGuard()
     return SafetyOutputGuard(factory, policy)
 

@@ -100,3 +100,18 @@ def to_conversation(
             code="invalid_messages",
         )  # fmt: skip
     return {"messages": out}, files
+
+
+def last_user_text(conversation: dict[str, Any]) -> str:
+    """The typed text of the conversation's last user message (what input moderation reads)."""
+    for message in reversed(conversation.get("messages", [])):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        return " ".join(
+            str(p.get("text", "")) for p in content or [] if isinstance(p, dict)
+            and p.get("type") == "text"
+        )  # fmt: skip
+    return ""

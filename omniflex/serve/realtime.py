@@ -49,7 +49,7 @@ from omniflex.serve.audio import (
 )
 from omniflex.serve.errors import ApiError, error_event
 from omniflex.serve.guard import make_output_guard
-from omniflex.serve.messages import decode_image_url
+from omniflex.serve.messages import decode_image_url, last_user_text
 from omniflex.serve.runner import Blocked, TurnTiming, guarded_respond, iterate_in_thread
 from omniflex.serve.vad import StreamingVad, VadConfig
 
@@ -118,6 +118,7 @@ class RealtimeConnection:
         self.config = self._default_config()
         self.vad: StreamingVad | None = StreamingVad(self._vad_config())
         self.session: Session = self.assistant.session()
+        self._user_text = ""  # typed words of the user's last item, for input moderation
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"rt-{self.session_id[-6:]}")
         self._send_lock = asyncio.Lock()
         self._in = StreamResampler(WIRE_RATE, MODEL_RATE)
@@ -530,6 +531,9 @@ class RealtimeConnection:
         conversation = {"messages": [{"role": role, "content": parts}]}
         item_id = item.get("id") or _id("item")
 
+        if role == "user":
+            self._user_text = last_user_text(conversation)
+
         def add() -> None:
             self.session.add_message(conversation, files)
 
@@ -745,7 +749,8 @@ class RealtimeConnection:
 
         def work() -> Iterator[Any]:
             timing.start = time.perf_counter()
-            yield from guarded_respond(self.session, guard, timing, **options)
+            user_text, self._user_text = self._user_text, ""  # each typed turn is read once
+            yield from guarded_respond(self.session, guard, timing, user_text=user_text, **options)
 
         if voice:
             await part("audio")

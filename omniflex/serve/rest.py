@@ -29,7 +29,7 @@ from omniflex.serve.app import ServerState, check_api_key
 from omniflex.serve.audio import WIRE_RATE, float_to_pcm16, resample, to_wav_bytes
 from omniflex.serve.errors import ApiError
 from omniflex.serve.guard import make_output_guard
-from omniflex.serve.messages import decode_audio_file, to_conversation
+from omniflex.serve.messages import decode_audio_file, last_user_text, to_conversation
 from omniflex.serve.runner import Blocked, guarded_respond, iterate_in_thread
 from omniflex.serve.schemas import ChatCompletionRequest, ImageGenerationRequest, SpeechRequest
 
@@ -140,7 +140,7 @@ def _finish_reason(session: Session, blocked: bool) -> str:
 
 
 def _usage(session: Session, prompt_tokens: int) -> dict[str, int]:
-    done = len(session.tokens) - prompt_tokens
+    done = session.generated  # the model's tokens (0 for a refused request)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": done,
             "total_tokens": prompt_tokens + done}  # fmt: skip
 
@@ -199,7 +199,7 @@ def _chat_blocking(
     prompt_tokens = len(session.tokens)
     text, transcript, chunks, blocked = "", "", [], None
     guard = make_output_guard(state.settings.voice_guard)
-    for event in guarded_respond(session, guard, **options):
+    for event in guarded_respond(session, guard, user_text=last_user_text(conversation), **options):
         if isinstance(event, Blocked):
             blocked = event.reason
         elif isinstance(event, TextDelta):
@@ -233,7 +233,9 @@ async def _chat_stream(
         session = _session(state, conversation, files)
         holder["session"], holder["prompt"] = session, len(session.tokens)
         guard = make_output_guard(state.settings.voice_guard)
-        yield from guarded_respond(session, guard, cancel=cancel, **options)
+        yield from guarded_respond(
+            session, guard, cancel=cancel, user_text=last_user_text(conversation), **options
+        )
 
     blocked = None
     try:
@@ -364,7 +366,9 @@ def _images_blocking(
     for i in range(n):
         session = _session(state, conversation, {})
         text = ""
-        for event in guarded_respond(session, guard, **options):
+        for event in guarded_respond(
+            session, guard, user_text=last_user_text(conversation), **options
+        ):
             if isinstance(event, Blocked):
                 raise ApiError(400, f"the output guard stopped the answer: {event.reason}",
                                code="content_filter")  # fmt: skip

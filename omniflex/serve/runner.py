@@ -45,11 +45,22 @@ def guarded_respond(
     session: Session,
     guard: OutputGuard,
     timing: TurnTiming | None = None,
+    *,
+    user_text: str | None = None,
     **options: Any,
 ) -> Iterator[Event | Blocked]:
-    """``session.respond(**options)`` with each event checked by ``guard`` before it is yielded."""
+    """``session.respond(**options)`` with each event checked by ``guard`` before it is yielded.
+
+    ``user_text`` (the user's last typed words) is moderated first: a flagged request is not
+    generated at all; the guard's refusal is recorded as the assistant's turn and yielded as
+    text."""
     guard.start(options.get("voice"))
     timing = timing or TurnTiming()
+    if user_text and not guard.check_input(user_text).allowed:
+        session.add_message({"messages": [{"role": "assistant", "content": guard.refusal}]})
+        timing.compute_seconds = time.perf_counter() - timing.start
+        yield TextDelta(guard.refusal)
+        return
     text = {False: "", True: ""}
     try:
         for event in session.respond(**options):
