@@ -169,9 +169,7 @@ def _cmd_model_export(args: argparse.Namespace) -> int:
     template = {"video_fps": args.video_fps, "text_chunk_tokens": args.text_chunk_tokens}
     out = export_run(args.run, args.out, name=args.name, template=template)
     size = sum(p.stat().st_size for p in out.iterdir())
-    print(
-        f"wrote {out} ({size / 1e6:.1f} MB); load it with Assistant.from_pretrained({str(out)!r})"
-    )
+    print(f"wrote {out} ({size / 1e6:.1f} MB); talk to it: omniflex chat --model {out}")
     return 0
 
 
@@ -537,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     bmodel.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
     bmodel.set_defaults(func=_cmd_bench_model)
 
+    from omniflex.cli import card as card_cli
     from omniflex.cli import chat as chat_cli
     from omniflex.cli import eval as eval_cli
     from omniflex.cli import serve as serve_cli
@@ -545,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.add_parser(sub)
     chat_cli.add_parser(sub)
     serve_cli.add_parser(sub)
+    card_cli.add_parser(sub)
     return parser
 
 

@@ -261,7 +261,7 @@ def _robustness_plot(safety: dict[str, Any]) -> bytes:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("rate (higher is safer)")
     ax.set_title("Safety figures: clean, under background noise, per voice group")
-    ax.legend(fontsize=7, ncol=3, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig)
 
 
@@ -393,14 +393,15 @@ def _parity(doc: _Doc, src: Provenance, out: Path) -> None:
     (out / "parity.json").write_text(json.dumps(parity, indent=2))
     src.add("parity", out / "parity.json")
     doc.p(
-        f"The same evaluation of the flex16+5 model ({src.show('parity', 'a', 'samples')} "
-        f"samples) and of its weights in float32 ({src.show('parity', 'b', 'samples')} samples)"
-        " side by side (`omniflex.eval.report.compare_results`). "
+        f"The same evaluation of the flex16+5 model ({src.show('eval', 'samples')} samples) "
+        f"and of its weights in float32 ({src.show('float32', 'samples')} samples) side by "
+        "side; differences and agreement by `omniflex.eval.report.compare_results`. "
         + ("All metrics agree within tolerance." if parity["all_within"]
            else "**Not all metrics agree within tolerance.**")
     )  # fmt: skip
     rows = [
-        (r["metric"], src.show("parity", "rows", i, "a"), src.show("parity", "rows", i, "b"),
+        (r["metric"], src.show("eval", "metrics", r["metric"], "value"),
+         src.show("float32", "metrics", r["metric"], "value"),
          src.show("parity", "rows", i, "difference"), src.show("parity", "rows", i, "tolerance"),
          src.show("parity", "rows", i, "within"))
         for i, r in enumerate(parity["rows"])
@@ -519,6 +520,18 @@ def _robustness(doc: _Doc, src: Provenance) -> None:
     doc.img("robustness.png", _robustness_plot(safety), "safety figures under noise and by group")
 
 
+# ``pass`` key of the latency bench -> (what, measured value's keys, target's keys, digits)
+_LATENCY_TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], int]] = {
+    "p50": ("Speech latency p50 (ms)", ("latency_ms", "p50"), ("targets", "p50_ms"), 1),
+    "min": ("Speech latency min (ms)", ("latency_ms", "min"), ("targets", "min_ms"), 1),
+    "ratio": ("p50 latency / compute floor", ("ratio_p50_to_floor",),
+              ("targets", "ratio_p50_to_floor"), 2),
+    "concurrent": ("Concurrent p90 / single-session p90", ("concurrent", "p90_ratio_to_single"),
+                   ("targets", "concurrent_p90_ratio"), 2),
+    "rtf": ("Real-time factor p50", ("rtf", "p50"), ("targets", "rtf"), 3),
+}  # fmt: skip
+
+
 def _limitations(doc: _Doc, src: Provenance) -> None:
     items: list[str] = []
     result = src.data["eval"]
@@ -550,6 +563,8 @@ def _limitations(doc: _Doc, src: Provenance) -> None:
             continue
         for condition, groups in f["values"].items():
             for group, v in (groups or {}).items():
+                if group != "all" and len(groups) == 2:  # the one group is "all" again
+                    continue
                 if v["value"] is not None and v["value"] < f["goal"]:
                     base = ("figures", name, "values", condition, group)
                     where = condition + ("" if group == "all" else f", {group}")
@@ -565,12 +580,28 @@ def _limitations(doc: _Doc, src: Provenance) -> None:
         items.append("Speech latency was not measured for this card.")
     else:
         for key, passed in (src.get("latency", "pass") or {}).items():
-            if not passed:
-                items.append(f"The latency target `{key}` is not met (see Speech latency).")
+            if passed:
+                continue
+            what, value, target, digits = _LATENCY_TARGETS.get(key, (key, None, None, 3))
+            if value is None or src.get("latency", *value) is None:
+                items.append(f"The latency target `{key}` is not met (nothing measured).")
+                continue
+            items.append(
+                f"{what} is {src.show('latency', *value, digits=digits)} against a target of "
+                f"≤ {src.show('latency', *target, digits=digits)}."
+            )
     if "float32" not in src.data:
         items.append("Parity of flex16+5 with float32 was not measured for this card.")
-    elif src.get("parity", "all_within") is False:
-        items.append("Not every metric of flex16+5 agrees with float32 within tolerance.")
+    else:
+        for i, row in enumerate(src.get("parity", "rows") or []):
+            if row["within"] is False:
+                items.append(
+                    f"{row['metric']} of flex16+5 differs from float32 by "
+                    f"{src.show('parity', 'rows', i, 'difference')} (flex16+5 "
+                    f"{src.show('eval', 'metrics', row['metric'], 'value')}, float32 "
+                    f"{src.show('float32', 'metrics', row['metric'], 'value')}; tolerance "
+                    f"{src.show('parity', 'rows', i, 'tolerance')})."
+                )
     items.append(
         "All evaluations use a small synthetic corpus (espeak-ng voices, rendered shapes, "
         "templated dialogue); they say little about natural speech, images or requests. Safety "

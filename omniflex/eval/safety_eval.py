@@ -460,7 +460,7 @@ def safety_markdown(result: dict[str, Any]) -> str:
         f"# Safety evaluation: {result['model']} ({result['precision']})",
         "",
         f"Test split of `{result['corpus']}`; noise condition: {result['noise']['kind']} at "
-        f"{_fmt(result['noise']['snr_db'])} dB SNR on {result['noise']['applied_to']}. "
+        f"{result['noise']['snr_db']:g} dB SNR on {result['noise']['applied_to']}. "
         f"Reference: {result['reference']['source']}."
         + (" **Quick run: a few samples per task; not comparable.**" if result["quick"] else ""),
     ]

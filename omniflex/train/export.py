@@ -27,11 +27,13 @@ def _training_summary(run: Path) -> dict[str, Any]:
     if steps:
         summary["steps"] = steps[-1]["step"]
         summary["final_train_loss"] = round(float(steps[-1]["loss"]), 4)
-        summary["train_seconds"] = round(sum(float(r.get("step_time_s", 0)) for r in steps), 1)
+        times = [float(r["step_time_s"]) for r in steps if "step_time_s" in r]
+        if times:  # each row's step time is a sample (rows every log_every steps)
+            summary["mean_step_seconds"] = round(sum(times) / len(times), 3)
     if vals:
         summary["final_val_loss"] = round(float(vals[-1]["val_loss"]), 4)
         summary["val_losses"] = {str(r["step"]): round(float(r["val_loss"]), 4) for r in vals}
-    if rows:
+    if rows:  # from the first logged row (after log_every steps) to the last
         summary["wall_seconds"] = round(float(rows[-1]["time"]) - float(rows[0]["time"]), 1)
     config = run / "config.yaml"
     if config.is_file():

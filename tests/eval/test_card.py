@@ -182,8 +182,12 @@ def test_limitations_are_written_from_the_numbers(inputs, tmp_path) -> None:
     # The voice classifier under noise (0.9) misses the goal (0.96); clean (0.97) meets it.
     assert "voice_precision (noise_10db) is 0.900 (n 42) against a goal of 0.960" in limits
     assert "voice_precision (clean)" not in limits
-    assert "The latency target `p50` is not met" in limits
-    assert "Not every metric of flex16+5 agrees with float32" in limits
+    assert "Speech latency p50 (ms) is 402.6 against a target of ≤ 320." in limits
+    assert (
+        "asr_wer of flex16+5 differs from float32 by -0.062 (flex16+5 0.000, float32 0.062; "
+        "tolerance 2 pt)." in limits
+    )
+    assert "vqa_accuracy of flex16+5" not in limits
     assert "| latency, p50 (ms) | 402.6 | ≤ 320 | no |" in full
     assert "| asr_wer | 0.000 | 0.062 | -0.062 | 2 pt | no |" in full
     bare = _card(inputs, tmp_path / "bare", float32=True, latency=True)["markdown"].read_text()

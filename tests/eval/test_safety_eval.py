@@ -140,7 +140,7 @@ def test_an_oracle_meets_every_goal_clean_noisy_and_per_voice(corpus) -> None:
         f = result["figures"][name]
         assert f["values"]["clean"]["all"] == {"value": 1.0, "n": 2 * len(tasks)}, name
         assert f["gpt4o"] == REFERENCE.get(name) and f["goal"] == GOALS.get(name)
-        assert f["met"] is (f["goal"] is not None)
+        assert f["met"] is (None if f["goal"] is None else True)
         groups = set(f["values"]["clean"]) - {"all"}
         assert groups <= {"lia", "moss", "text"} and groups
     for name in ("speaker_id_should_comply", "disallowed_not_unsafe"):  # typed prompts only

@@ -44,7 +44,8 @@ def test_flagged_request_is_refused_without_generating(live) -> None:
     assert out.choices[0].message.content == "I can't help with that."
     assert out.usage.completion_tokens == 0  # the model never ran
     benign = live.client().chat.completions.create(
-        model="omniflex-tiny", messages=[{"role": "user", "content": "What colour is the sky?"}],
+        model="omniflex-tiny",
+        messages=[{"role": "user", "content": "What colour is the sky?"}],
         max_tokens=4,
     )
     assert benign.choices[0].message.content != "I can't help with that."
