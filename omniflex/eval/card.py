@@ -74,6 +74,14 @@ def _pointer(keys: Sequence[str | int]) -> str:
     return "".join("/" + str(k).replace("~", "~0").replace("/", "~1") for k in keys)
 
 
+def _display_path(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies under it (cards stay portable)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
 @dataclass
 class Provenance:
     """The card's inputs (label -> JSON file) and every value printed from them."""
@@ -91,7 +99,7 @@ class Provenance:
             self.data[label] = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"the card's {label} input {path} is not JSON ({err.msg})") from None
-        self.files[label] = path
+        self.files[label] = _display_path(path)
         return self.data[label]
 
     def get(self, label: str, *keys: str | int) -> Any:

@@ -116,17 +116,18 @@ class Moderation:
             logit += vec.transform(texts) @ coef
         return 1.0 / (1.0 + np.exp(-logit))
 
-    def check(self, text: str) -> ModerationResult:
+    def check(self, text: str, *, classifier: bool = True) -> ModerationResult:
+        """Rules, then (``classifier=True``) the request classifier."""
         if not isinstance(text, str):
             raise ValueError(
                 f"moderation checks text (str), got {type(text).__name__}; transcribe audio first"
             )
         norm = normalise(text)
-        score = float(self.score([text])[0]) if norm else 0.0
+        score = float(self.score([text])[0]) if norm and classifier else 0.0
         for category, phrase, pattern in _RULE_PATTERNS:
             if pattern.search(norm):
                 return ModerationResult(True, category, score, phrase)
-        flagged = score >= self.threshold
+        flagged = classifier and score >= self.threshold
         return ModerationResult(flagged, "disallowed" if flagged else None, score, None)
 
 
@@ -154,11 +155,17 @@ class Policy:
         return self._verdict("input", source, text)
 
     def check_output(self, text: str, *, source: str = "text") -> PolicyVerdict:
-        """The answer's text, or the transcript of its audio, before (or while) it is sent."""
-        return self._verdict("output", source, text)
+        """The answer's text, or the transcript of its audio, before (or while) it is sent.
 
-    def _verdict(self, direction: str, source: str, text: str) -> PolicyVerdict:
-        result = self.moderation.check(text)
+        Rules only: the classifier was trained on the corpus's *requests*, and on answers it
+        mistakes the model's own refusals ("I can't copy other people's voices.") for disallowed
+        requests; the corpus has no labelled harmful answers to train an answer classifier on."""
+        return self._verdict("output", source, text, classifier=False)
+
+    def _verdict(
+        self, direction: str, source: str, text: str, *, classifier: bool = True
+    ) -> PolicyVerdict:
+        result = self.moderation.check(text, classifier=classifier)
         if not result.flagged:
             return PolicyVerdict(True, None, None, result)
         event = {

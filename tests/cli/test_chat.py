@@ -44,6 +44,7 @@ def test_attachments_go_with_the_next_message(assistant, tmp_path) -> None:
         assistant, tmp_path, [f"/image {image}", f"/audio {audio}", "What is this?",
                               f"/video {video}", "/send"],
     )  # fmt: skip
+    out = [line for line in out if not line.startswith("[answer cut at")]  # a trained model talks
     assert out[0] == f"[attached image {image} (64x64); it goes with your next message]"
     assert out[1] == f"[attached audio {audio} (0.5 s); it goes with your next message]"
     assert out[2].startswith("assistant: ")

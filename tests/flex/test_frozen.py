@@ -10,7 +10,7 @@ from torch import nn
 
 from omniflex.flex import FlexConfig, convert_to_flex, flex_frozen, flex_modules
 from omniflex.flex.format import FlexFormat
-from omniflex.flex.ops import fixed_values
+from omniflex.flex.ops import fixed_values, fixed_values_reference
 
 
 def _model() -> nn.Module:
@@ -30,9 +30,17 @@ def test_fixed_values_is_the_quantiser_without_statistics():
 
     fmt = FlexFormat(16, 5)
     x = torch.randn(1000) * 3
+    ties = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 32767.5, -40000.0]) * 2.0**-12
     for exponent in (-14, -12, -3):  # -3 saturates most values
         ref = quantize_reference(x, exponent, fmt, want_mantissa=False, want_values=True)
+        torch.testing.assert_close(
+            fixed_values_reference(x, exponent, fmt.max_mantissa), ref.values
+        )
         torch.testing.assert_close(fixed_values(x, exponent, fmt.max_mantissa), ref.values)
+        # The fused kernel against the reference, at half-way points and saturation too.
+        for t in (x, ties, x[:300]):  # large (four passes) and small (fused kernel)
+            fast = fixed_values(t, exponent, fmt.max_mantissa)
+            assert torch.equal(fast, fixed_values_reference(t, exponent, fmt.max_mantissa))
 
 
 def test_frozen_forward_uses_the_state_exponents_and_changes_no_state():

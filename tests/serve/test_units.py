@@ -63,7 +63,7 @@ def test_settings_validation_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_guards() -> None:
-    passthrough = make_output_guard(enabled=False)
+    passthrough = make_output_guard(enabled=False, moderation=False)
     assert type(passthrough) is OutputGuard
     assert passthrough.check_audio(np.zeros(10, np.float32)).allowed
     guard = make_output_guard(enabled=True)  # omniflex.safety when it loads

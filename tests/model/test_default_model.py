@@ -1,0 +1,69 @@
+"""The shipped default model: loads by name and answers each modality in the right form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omniflex.data.tasks import make_sample
+from omniflex.model.assistant import Assistant
+
+GREEDY_LIMIT = 320
+
+
+@pytest.fixture(scope="module")
+def assistant() -> Assistant:
+    torch.set_num_threads(1)
+    return Assistant.from_pretrained("tiny")
+
+
+def _prompt(task: str, index: int = 0) -> tuple[dict, dict]:
+    """A held-out test conversation of ``task`` without its answer, and its files."""
+    sample = make_sample(task, "test", index)
+    conversation = dict(sample.conversation)
+    conversation["messages"] = [m for m in conversation["messages"] if m["role"] != "assistant"]
+    return conversation, sample.media
+
+
+def test_loads_by_name_as_trained(assistant: Assistant):
+    assert assistant.name == "tiny"
+    assert assistant.model.config.precision == "flex16+5"
+    assert assistant.info["training"]["steps"] > 0
+
+
+def test_text_question_gets_a_text_answer(assistant: Assistant):
+    answer = assistant.answer(*_prompt("text_chat"), modalities=("text",), max_new_tokens=60)
+    assert answer.stop_reason == "stop_token"
+    assert answer.text.strip() and answer.audio.size == 0 and not answer.images
+
+
+def test_image_question_gets_a_text_answer(assistant: Assistant):
+    answer = assistant.answer(*_prompt("caption"), modalities=("text",), max_new_tokens=60)
+    assert answer.stop_reason == "stop_token" and answer.text.strip()
+
+
+def test_speech_in_gets_text_out(assistant: Assistant):
+    answer = assistant.answer(*_prompt("asr"), modalities=("text",), max_new_tokens=60)
+    assert answer.stop_reason == "stop_token" and answer.text.strip()
+
+
+def test_spoken_answer_is_speech_with_its_transcript(assistant: Assistant):
+    conversation, files = _prompt("tts")
+    answer = assistant.answer(
+        conversation, files, voice="cleo", modalities=("text", "audio"),
+        max_new_tokens=GREEDY_LIMIT,
+    )  # fmt: skip
+    assert answer.transcript.strip()
+    assert answer.audio.dtype == np.float32 and answer.audio.size >= 0.5 * answer.sample_rate
+    assert np.isfinite(answer.audio).all() and np.abs(answer.audio).max() <= 1.5
+    assert answer.voice == "cleo"
+    # Text leads: the first audio was out before the answer was finished.
+    assert answer.first_audio_seconds is not None and answer.first_audio_seconds < answer.seconds
+
+
+def test_text_to_image_draws_an_image(assistant: Assistant):
+    conversation, files = _prompt("text_to_image")
+    answer = assistant.answer(conversation, files, modalities=("image",), max_new_tokens=300)
+    assert len(answer.images) == 1
+    assert answer.images[0].shape == (64, 64, 3) and answer.images[0].dtype == np.uint8
