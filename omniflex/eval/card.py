@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omniflex.eval.report import format_value as _fmt
+
 __all__ = ["MODALITIES", "Provenance", "build_card", "numbers_in", "write_card"]
 
 MODALITIES: dict[str, tuple[str, ...]] = {
@@ -56,16 +58,6 @@ _NUMBER = re.compile(r"(?<![\w.+])\d+(?:\.\d+)?(?!\w)")
 def numbers_in(text: str) -> list[str]:
     """The numbers a reader sees in ``text`` (digits that are not part of a name)."""
     return _NUMBER.findall(text)
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 # ----------------------------------------------------------------------------- provenance

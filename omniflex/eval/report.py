@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["compare_results", "markdown_report", "parity_markdown"]
+__all__ = ["compare_results", "format_value", "markdown_report", "parity_markdown"]
 
 _UNIT_SCALE = {"tts_mcd_db"}  # metrics not on a 0-1 scale
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_value(value: Any, digits: int = 3) -> str:
+    """A table cell: ``—`` for missing, yes/no, floats at ``digits`` places."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -26,6 +27,9 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+_fmt = format_value
 
 
 def _cell(text: Any, width: int = 90) -> str:
