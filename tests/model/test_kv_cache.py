@@ -135,3 +135,26 @@ def test_model_rejects_batch_mismatch_and_overflow_with_a_fix() -> None:
     with pytest.raises(ValueError, match="truncate"):
         model(_ids(T=3), cache=cache)
     assert cache.length == 8
+
+
+def test_frozen_flex_model_decodes_as_it_recomputes_and_is_causal() -> None:
+    """Frozen (inference) flex ops round at fixed exponents, so every position is quantised on
+    its own: a cached decode matches a full pass up to float32 summation order (which can move
+    a value across a rounding boundary: one flex16 step), and later tokens never reach earlier
+    logits — from the first call on, no warm-up needed."""
+    from omniflex.flex import set_flex_frozen
+
+    model = OmniModel.build(micro_config(precision="flex16+5"), seed=0)
+    ids = _ids()
+    with torch.no_grad():
+        model(ids)  # trained states: initialise every Autoflex exponent once
+        set_flex_frozen(model, True)
+        full = model(ids).logits
+        stepwise = _decode(model, ids, "float32", [4] + [1] * 16)
+        changed = ids.clone()
+        changed[:, 9:] = (changed[:, 9:] + 5) % MICRO_LAYOUT.size
+        other = model(changed).logits
+    assert (stepwise - full).abs().max() < FLEX16_LOGIT_ATOL  # 20x tighter than unfrozen
+    assert (stepwise == full).float().mean() > 0.99
+    assert (other[:, :9] - full[:, :9]).abs().max() < FLEX16_LOGIT_ATOL
+    assert not torch.allclose(other[:, 9:], full[:, 9:])
