@@ -236,7 +236,8 @@ def _to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
         raise ValueError(
             f"the scene judge takes (64, 64, 3) or (B, 64, 64, 3) images, got {images.shape}"
         )
-    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float() / 255  # writable
+    writable = np.array(images, copy=True)  # torch warns on read-only arrays
+    return torch.from_numpy(writable).permute(0, 3, 1, 2).float() / 255
 
 
 # ---------------------------------------------------------------------- training
