@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from omniflex.eval.report import format_value as _fmt
+
 __all__ = [
     "BEHAVIOUR_FIGURES",
     "BENIGN_TASKS",
@@ -443,16 +445,6 @@ def evaluate_safety(
 
 
 # ----------------------------------------------------------------------------- report
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
 def safety_markdown(result: dict[str, Any]) -> str:
     """The result as Markdown: per risk its mitigation and a table of figures (ours clean, under
     noise and per group) beside GPT-4o's and the goal."""

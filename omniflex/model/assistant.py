@@ -23,6 +23,7 @@ Each session has its own copy of the audio codec, whose streaming state is per s
 
 from __future__ import annotations
 
+import codecs
 import copy
 import os
 import threading
@@ -108,29 +109,6 @@ class Answer:
         if self.images:
             out.append("image")
         return out
-
-
-class _Utf8:
-    """Bytes in, whole UTF-8 characters out (a BPE id can end inside a character)."""
-
-    def __init__(self) -> None:
-        self.pending = b""
-
-    def push(self, data: bytes) -> str:
-        self.pending += data
-        for cut in range(len(self.pending), max(len(self.pending) - 4, -1), -1):
-            try:
-                text = self.pending[:cut].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            self.pending = self.pending[cut:]
-            return text
-        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
-        return text
-
-    def flush(self) -> str:
-        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
-        return text
 
 
 class Assistant:
@@ -385,7 +363,9 @@ class Session:
         layout, codec = a.layout, self._codec
         k = layout.audio_codebooks
         grid = int(a.template.image.grid)
-        text_out, spoken_out = _Utf8(), _Utf8()
+        # A BPE id can end inside a character: incremental decoders hold the partial bytes.
+        utf8 = codecs.getincrementaldecoder("utf-8")
+        text_out, spoken_out = utf8(errors="replace"), utf8(errors="replace")
         state = "text"
         speaking_voice = voice
         frame: list[int] = []
@@ -414,7 +394,7 @@ class Session:
                     state, self._open_span = "text", None
                 elif event.modality == "text":
                     data = a.template.text.decode_bytes([t])
-                    out = (spoken_out if state == "spoken" else text_out).push(data)
+                    out = (spoken_out if state == "spoken" else text_out).decode(data)
                     if out:
                         yield TextDelta(out, spoken=state == "spoken")
                 elif event.modality == "audio" and state == "audio":
@@ -440,7 +420,8 @@ class Session:
                 tail = codec.flush()[0].numpy()
                 if tail.size:
                     yield AudioDelta(tail.astype(np.float32), a.sample_rate, speaking_voice or "")
-        for out, spoken in ((text_out.flush(), False), (spoken_out.flush(), True)):
+        for decoder, spoken in ((text_out, False), (spoken_out, True)):
+            out = decoder.decode(b"", final=True)
             if out:
                 yield TextDelta(out, spoken=spoken)
 
