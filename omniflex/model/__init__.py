@@ -20,6 +20,7 @@ from omniflex.model.chat import (
     Span,
     canonical,
 )
+from omniflex.model.compiled import CompiledForward, FastPathUnsupported
 from omniflex.model.config import MODEL_SIZES, PRECISIONS, ModelConfig
 from omniflex.model.generate import Generator, ModalityConstraint, TokenEvent
 from omniflex.model.kv_cache import KVCache
@@ -33,8 +34,10 @@ __all__ = [
     "PRECISIONS",
     "ChatFormatError",
     "ChatTemplate",
+    "CompiledForward",
     "DecodedConversation",
     "EncodedConversation",
+    "FastPathUnsupported",
     "Generator",
     "KVCache",
     "ModalityConstraint",

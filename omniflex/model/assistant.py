@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from omniflex.model.chat import ChatTemplate
+from omniflex.model.compiled import CompiledForward
 from omniflex.model.generate import Generator, ModalityConstraint, StopReason
 from omniflex.model.kv_cache import CacheStorage
 from omniflex.model.pretrained import DEFAULT_MODEL, PretrainedInfo, load_pretrained
@@ -119,6 +120,9 @@ class Assistant:
         template: the chat template over the tokenizers the model was trained with.
         cache_storage: KV cache storage for every session (``"float32"`` or ``"flex16"``).
         info: the model folder's config (name, training summary), when loaded from one.
+        compile: decode through one ``CompiledForward`` shared by all sessions (several times
+            faster per token; the first answers of a process pay the compilation, up to a
+            minute on a small CPU, less once inductor's on-disk cache holds the graphs).
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class Assistant:
         *,
         cache_storage: CacheStorage = "float32",
         info: PretrainedInfo | None = None,
+        compile: bool = False,
     ) -> None:
         if template.layout != model.config.vocab:
             raise ValueError(
@@ -137,6 +142,7 @@ class Assistant:
         self.model = model.eval()
         self.template = template
         self.cache_storage: CacheStorage = cache_storage
+        self.fast = CompiledForward(self.model) if compile else None
         self.info = info
         self.lock = threading.RLock()
         self.layout = model.config.vocab
@@ -153,14 +159,16 @@ class Assistant:
         precision: str | None = None,
         cache_storage: CacheStorage = "float32",
         threads: int | None = None,
+        compile: bool = False,
     ) -> Assistant:
         """Load a shipped model by name (``"tiny"``) or a model folder; ``precision="float32"``
-        runs flex-trained weights dequantised (exact values, faster on a CPU)."""
+        runs flex-trained weights dequantised (exact values, faster on a CPU); ``compile``
+        decodes through the compiled forward."""
         if threads is not None:
             torch.set_num_threads(threads)
         model, info = load_pretrained(name_or_path, precision=precision)
         template = ChatTemplate.from_shipped(**info.template)
-        return cls(model, template, cache_storage=cache_storage, info=info)
+        return cls(model, template, cache_storage=cache_storage, info=info, compile=compile)
 
     @property
     def name(self) -> str:
@@ -199,8 +207,9 @@ class Session:
         self.assistant = assistant
         a = assistant
         self.generator = Generator(
-            a.model, a.layout, cache_storage=a.cache_storage, image_grid=int(a.template.image.grid)
-        )
+            a.model, a.layout, cache_storage=a.cache_storage,
+            image_grid=int(a.template.image.grid), fast=a.fast,
+        )  # fmt: skip
         self._codec = copy.deepcopy(a.template.audio).eval()  # per-session streaming state
         self._spf = int(self._codec.config.samples_per_frame)
         self._user_audio: dict[str, Any] | None = None

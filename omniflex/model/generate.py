@@ -25,6 +25,7 @@ from typing import Literal
 
 import torch
 
+from omniflex.model.compiled import CompiledForward
 from omniflex.model.kv_cache import CacheStorage, KVCache
 from omniflex.model.sampling import SamplingConfig, make_generator, sample_next
 from omniflex.model.transformer import OmniModel
@@ -140,6 +141,10 @@ class Generator:
         cache_storage: ``"float32"`` or ``"flex16"`` KV cache.
         image_grid: side of an image's code grid (tokens per image = grid²).
         max_len: cache capacity (default the model's ``max_seq_len``).
+        fast: a ``CompiledForward`` of ``model`` (share one between generators): prefill chunks
+            and decode steps run through its compiled graph once at least two positions are
+            cached (before that — the first chunk of a sequence — eagerly: sizes 0 and 1 would
+            each cost a compilation of their own).
     """
 
     def __init__(
@@ -150,7 +155,10 @@ class Generator:
         cache_storage: CacheStorage = "float32",
         image_grid: int = 16,
         max_len: int | None = None,
+        fast: CompiledForward | None = None,
     ) -> None:
+        if fast is not None and fast.model is not model:
+            raise ValueError("the CompiledForward was built for another model")
         if layout.size != model.config.vocab_size:
             raise ValueError(
                 f"layout has {layout.size} ids but the model's vocabulary has "
@@ -164,6 +172,7 @@ class Generator:
         self.logits: torch.Tensor | None = None  # (V,) next-token logits once all are fed
         self.stop_reason: StopReason | None = None
         self.default_constraint = ModalityConstraint(layout, image_grid)
+        self.fast = fast
         self._device = next(model.buffers()).device
 
     # ------------------------------------------------------------------ state
@@ -220,8 +229,11 @@ class Generator:
             )
         for start in range(0, len(todo), chunk_size):
             chunk = torch.tensor([todo[start : start + chunk_size]], device=self._device)
-            out = self.model(chunk, cache=self.cache, last_only=True)
-        self.logits = out.logits[0, -1]
+            if self.fast is not None and self.cache.length >= 2:
+                logits = self.fast(chunk, self.cache)
+            else:
+                logits = self.model(chunk, cache=self.cache, last_only=True).logits
+        self.logits = logits[0, -1]
         return self.logits
 
     def step(

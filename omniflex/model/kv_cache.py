@@ -33,7 +33,7 @@ from omniflex.flex import FlexFormat
 if TYPE_CHECKING:
     from omniflex.model.transformer import OmniModel
 
-__all__ = ["CacheStorage", "KVCache", "flex16_decode", "flex16_encode"]
+__all__ = ["CacheStorage", "KVCache", "flex16_decode", "flex16_encode", "flex16_round"]
 
 CacheStorage = Literal["float32", "flex16"]
 
@@ -46,6 +46,16 @@ def flex16_encode(
     Returns the int16 mantissas (shape of ``x``) and int8 exponents (``x`` without
     ``reduce_dims``): the smallest exponents whose range holds each slice's largest magnitude.
     """
+    mantissa, exponent = flex16_round(x, fmt, reduce_dims)
+    return mantissa.to(fmt.storage_dtype), exponent.to(torch.int8).squeeze(reduce_dims)
+
+
+def flex16_round(
+    x: torch.Tensor, fmt: FlexFormat, reduce_dims: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``flex16_encode`` before the casts: the mantissas as integer-valued float32 and the
+    exponents (keeping ``reduce_dims`` as size 1) as int32, so that ``mantissa *
+    torch.exp2(exponent)`` is the decoded value without a round trip through int16."""
     x = x.float()
     amax = x.abs().amax(dim=reduce_dims, keepdim=True)
     # exponent = ceil(log2(amax / max_mantissa)), exactly: frexp gives amax/M = m * 2**e with
@@ -56,12 +66,12 @@ def flex16_encode(
     exponent = exponent.clamp_(fmt.min_exponent, fmt.max_exponent)
     inv_scale = torch.exp2(-exponent.float())
     mantissa = torch.round(x * inv_scale).clamp_(-fmt.max_mantissa, fmt.max_mantissa)
-    return mantissa.to(fmt.storage_dtype), exponent.to(torch.int8).squeeze(reduce_dims)
+    return mantissa, exponent
 
 
 def flex16_decode(mantissa: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     """Exact float32 values of mantissas with broadcastable per-block ``exponent``."""
-    return mantissa.float() * torch.exp2(exponent.float())
+    return mantissa.float().mul_(torch.exp2(exponent.float()))
 
 
 class KVCache:
@@ -76,8 +86,14 @@ class KVCache:
 
     Protocol (driven by ``OmniModel.forward``): every layer calls ``update(layer, k, v)`` with
     the same number T of new positions, then the model calls ``advance(T)``. An exception in
-    between leaves ``length`` unchanged, so a failed forward never half-appends.
+    between leaves ``length`` unchanged, so a failed forward never half-appends. A compiled
+    forward (``omniflex.model.compiled``) reads ``past_values()`` and writes every layer's new
+    entries
+    at once with ``append_layers``.
     """
+
+    #: The flex16 storage format: int16 mantissas, exponents in the 5-bit range.
+    FORMAT = FlexFormat(16, 5)
 
     def __init__(
         self,
@@ -100,7 +116,7 @@ class KVCache:
             raise ValueError(f"KVCache storage must be 'float32' or 'flex16', got {storage!r}")
         self.n_layers, self.n_kv_heads, self.head_dim = n_layers, n_kv_heads, head_dim
         self.max_len, self.batch_size, self.storage = max_len, batch_size, storage
-        self.format = FlexFormat(16, 5)
+        self.format = self.FORMAT
         self.length = 0
         self._pending = 0  # positions written by update() but not yet advance()d
         shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
@@ -173,6 +189,59 @@ class KVCache:
             self.v[layer, :, :, :end], self.v_exponent[layer, :, None, :end, None]
         )
         return k_all, v_all
+
+    def past_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 keys and values (L, B, Hkv, length, D) of the cached positions of all layers:
+        views of a float32 cache, the exact decoded values of a flex16 one."""
+        n = self.length
+        k, v = self.k[:, :, :, :n], self.v[:, :, :, :n]
+        if self.storage == "float32":
+            return k, v
+        return (
+            flex16_decode(k, self.k_exponent[:, :, None, :n, None]),
+            flex16_decode(v, self.v_exponent[:, :, None, :n, None]),
+        )
+
+    def append_layers(
+        self,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_exponent: torch.Tensor | None = None,
+        v_exponent: torch.Tensor | None = None,
+    ) -> None:
+        """Append T positions to every layer at once: ``k``, ``v`` (L, B, Hkv, T, D) in the
+        storage's own form — float32, or flex16 mantissas (int16, or the integer-valued float32
+        of ``flex16_round``) with exponents ``k_exponent``/``v_exponent`` (L, B, T)."""
+        T = k.shape[3]
+        expected = (self.n_layers, self.batch_size, self.n_kv_heads, T, self.head_dim)
+        if tuple(k.shape) != expected or tuple(v.shape) != expected:
+            raise ValueError(
+                f"append_layers needs keys and values of shape {expected}, got "
+                f"{tuple(k.shape)} and {tuple(v.shape)}"
+            )
+        allowed = {self.k.dtype} if self.storage == "float32" else {self.k.dtype, torch.float32}
+        if k.dtype not in allowed or v.dtype not in allowed:
+            raise ValueError(
+                f"a {self.storage} cache takes {sorted(map(str, allowed))} keys and values, "
+                f"got {k.dtype} and {v.dtype}"
+            )
+        flex = self.storage == "flex16"
+        if flex != (k_exponent is not None and v_exponent is not None):
+            raise ValueError("exponents go with a flex16 cache, and only with it")
+        if self._pending:
+            raise ValueError("append_layers during a forward that is writing layer by layer")
+        start, end = self.length, self.length + T
+        if end > self.max_len:
+            raise ValueError(
+                f"KVCache is full: {self.length} cached + {T} new positions > max_len "
+                f"{self.max_len}; truncate() it or build a larger one"
+            )
+        self.k[:, :, :, start:end] = k
+        self.v[:, :, :, start:end] = v
+        if flex:
+            self.k_exponent[:, :, start:end] = k_exponent
+            self.v_exponent[:, :, start:end] = v_exponent
+        self.length = end
 
     def advance(self, n: int) -> None:
         """Count ``n`` newly written positions as cached (called once per model forward)."""

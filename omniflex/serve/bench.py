@@ -241,8 +241,10 @@ def run_realtime_bench(
     speed: float = 1.0,
     corpus: str = "data/tiny",
     force_speech: bool = False,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns the JSON-ready results."""
+    """Run the benchmark; returns the JSON-ready results (``compile``: the compiled forward,
+    compiled by the server's warm-up before any timing)."""
     import torch
 
     from omniflex.model.assistant import Assistant
@@ -251,13 +253,13 @@ def run_realtime_bench(
     if turns < 1 or sessions < 1 or not speed > 0:
         raise ValueError("turns and sessions must be >= 1 and speed > 0")
     torch.set_num_threads(1)
-    assistant: Any = Assistant.from_pretrained(model, precision=precision)
+    assistant: Any = Assistant.from_pretrained(model, precision=precision, compile=compile)
     if force_speech:
         from omniflex.serve.scripted import ScriptedSpeech
 
         assistant = ScriptedSpeech(assistant)
     settings = ServeSettings(model=model, precision=precision, max_sessions=sessions,
-                             api_key=None, voice_guard=True)  # fmt: skip
+                             api_key=None, voice_guard=True, compile=compile)  # fmt: skip
     questions = load_questions(corpus, turns)
     voice = assistant.voices[0]
     server, thread, url = start_in_thread(assistant, settings)
@@ -291,7 +293,7 @@ def run_realtime_bench(
     conc = (s_multi["p90"] / s_lat["p90"]) if lat and lat_multi else None
     rtf_p50 = float(np.median(rtf)) if rtf else None
     return {
-        "model": name, "precision": precision or "as trained",
+        "model": name, "precision": precision or "as trained", "compiled": compile,
         "force_speech": force_speech, "voice_guard": state.settings.voice_guard,
         "turns": len(single), "turns_with_audio": len(lat), "speed_x_realtime": speed,
         "held_out_voices": sorted({q.voice for q in questions}),

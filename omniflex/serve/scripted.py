@@ -65,6 +65,7 @@ class ScriptedSpeech(Assistant):
         super().__init__(base.model, base.template, cache_storage=base.cache_storage,
                          info=base.info)  # fmt: skip
         self.lock = base.lock  # one lock for every view of the model
+        self.fast = base.fast  # and one compiled forward
         sid = self._sid
         k = self.layout.audio_codebooks
         plan: list[int | str] = []

@@ -28,7 +28,9 @@ class ServeSettings:
         max_new_tokens: cap on each answer's tokens.
         audio_chunk_frames: codec frames (40 ms each) per output audio delta.
         temperature: sampling temperature (0: greedy).
-        warmup: run one short generation before accepting connections.
+        warmup: run one short generation before accepting connections (two turns with
+            ``compile``, so that every graph is compiled before the first user).
+        compile: decode through the compiled forward (``omniflex.model.compiled``).
         voice_guard: pass output audio through ``omniflex.safety`` when it is installed.
         threads: torch CPU threads.
     """
@@ -46,6 +48,7 @@ class ServeSettings:
     audio_chunk_frames: int = 1
     temperature: float = 0.0
     warmup: bool = True
+    compile: bool = False
     voice_guard: bool = True
     threads: int = 1
 

@@ -1,0 +1,388 @@
+"""``CompiledForward``: the inference forward as one ``torch.compile``d graph over a ``KVCache``.
+
+Decoding the tiny model eagerly is dominated by overhead, not arithmetic: one token runs a few
+hundred small kernels, each dispatched from Python, and a flex model adds the rounding of every
+operand. This module writes the same forward — embedding, blocks, head — as one function of
+tensors, with the weights snapshotted (flex weights decoded once) and the flex exponents frozen
+as constants, and hands it to ``torch.compile``: inductor fuses norms, RoPE, every flex rounding
+and the flex16 cache decode into a few C++ loops around the matmuls, and the whole step runs
+without returning to Python.
+
+**Reference.** Called with ``compile=False`` the same function runs eagerly and performs the
+ops of ``OmniModel.forward`` in the same order, so its logits and cache entries equal the
+model's bit for bit (tested, float32 and flex16+5). Compiled, inductor's fused reductions
+(RMSNorm, softmax) may round differently in the last float32 bit, and a flex operand that lies on
+a rounding boundary may then move one flex step; tests bound the difference.
+
+**Semantics.** float32 models: as eager (SDPA attention). flex16+5 models: the frozen inference
+semantics of ``omniflex.flex.ops`` — every operand and result rounded half to even onto the grid
+of its state's exponent, saturating — so only frozen models are accepted (``load_pretrained``
+freezes; ``set_flex_frozen`` does it by hand), and only once every state has run once (the
+first eager forward initialises them; ``ready`` says whether it has).
+
+**Cache protocol.** The graph reads the cached positions ``[0, length)`` and returns the new
+tokens' keys and values (flex16: encoded) for all layers; ``KVCache.append_layers`` writes them
+in one copy each. Attention over cached plus new positions concatenates instead of writing
+first and reading back — the same values.
+
+Shapes: L layers, B batch, T new positions, P cached positions, S = P + T, C width, H query
+heads, Hkv key/value heads, D head size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omniflex.flex import FlexEmbedding, FlexLinear, FlexMatmul, FlexWeight, Matmul
+from omniflex.model.kv_cache import KVCache, flex16_round
+from omniflex.model.layers import apply_rope, causal_mask, rms_norm
+from omniflex.model.transformer import OmniModel
+
+__all__ = ["CompiledForward", "FastPathUnsupported"]
+
+#: (1 / scale, scale, max mantissa) of a frozen flex rounding, or None: no rounding (float32).
+Rounding = tuple[float, float, float] | None
+
+
+class FastPathUnsupported(ValueError):
+    """The model cannot run through ``CompiledForward`` (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class _Linear:
+    weight: torch.Tensor  # (out, in) float32 values (flex: decoded once)
+    bias: torch.Tensor | None
+    input: Rounding
+    output: Rounding
+
+
+@dataclass(frozen=True)
+class _Matmul:
+    a: Rounding
+    b: Rounding
+    output: Rounding
+
+
+@dataclass(frozen=True)
+class _Layer:
+    attn_norm: torch.Tensor  # (C,)
+    attn_eps: float
+    wqkv: _Linear
+    qk_gain: torch.Tensor  # (H + Hkv, D): q_norm's gain for the queries, k_norm's for the keys
+    qk_eps: float
+    qk: _Matmul | None  # None: float32 attention through SDPA
+    av: _Matmul | None
+    wo: _Linear
+    mlp_norm: torch.Tensor
+    mlp_eps: float
+    w13: _Linear
+    w2: _Linear
+    hidden: int
+
+
+def _round(x: torch.Tensor, r: Rounding) -> torch.Tensor:
+    """``omniflex.flex.ops.fixed_values_reference`` with the constants of a frozen state."""
+    if r is None:
+        return x
+    inv, scale, top = r
+    return torch.round(x.float() * inv).clamp(-top, top) * scale
+
+
+def _linear(x: torch.Tensor, p: _Linear) -> torch.Tensor:
+    return _round(F.linear(_round(x.float(), p.input), p.weight, p.bias), p.output)
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, p: _Matmul) -> torch.Tensor:
+    return _round(_rows_matmul(_round(a.float(), p.a), _round(b.float(), p.b)), p.output)
+
+
+def _rows_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b``. Compiled, a one-row ``a`` (decoding) gets a zero second row: inductor lowers a
+    one-row batched matmul on CPU to a scalar multiply-and-sum loop (several times slower than
+    the BLAS kernel at these sizes); with two rows the BLAS kernel runs. Rows are independent,
+    so the first row is the product."""
+    if torch.compiler.is_compiling() and a.shape[-2] == 1:
+        return torch.matmul(torch.cat([a, torch.zeros_like(a)], dim=-2), b)[..., :1, :]
+    return torch.matmul(a, b)
+
+
+def _state_rounding(mod: nn.Module, role: str) -> Rounding:
+    op = mod.op  # type: ignore[attr-defined]
+    st = op.states.get(role)
+    if st is None or not st.initialized:
+        raise _NotReady(f"{op.name}.{role}")
+    return (math.ldexp(1.0, -st.exponent), math.ldexp(1.0, st.exponent), st.format.max_mantissa)
+
+
+class _NotReady(Exception):
+    """A flex state that has not run yet (the first eager forward initialises it)."""
+
+
+def _check_frozen(mod: nn.Module) -> bool:
+    """Whether ``mod`` is a flex module that rounds (False: a plain float module)."""
+    if isinstance(mod, FlexLinear | FlexMatmul | FlexEmbedding):
+        if not mod.flex_enabled:
+            return False
+        if not mod.op.frozen:
+            raise FastPathUnsupported(
+                f"flex module '{mod.op.name}' is not frozen; the compiled forward implements "
+                "frozen inference only. Freeze the model with omniflex.flex.set_flex_frozen(model) "
+                "(load_pretrained does) or decode eagerly"
+            )
+        return True
+    if type(mod) not in (nn.Linear, nn.Embedding, Matmul):
+        raise FastPathUnsupported(
+            f"{type(mod).__name__} layers (precision emulation?) have no compiled forward; "
+            "decode eagerly, or use a float32 or flex16+5 model"
+        )
+    return False
+
+
+def _snap_linear(mod: nn.Module) -> _Linear:
+    if not _check_frozen(mod):
+        return _Linear(mod.weight.detach(), _opt(mod.bias), None, None)  # type: ignore[arg-type]
+    op = mod.op  # type: ignore[attr-defined]
+    if not isinstance(mod.weight, FlexWeight):
+        raise FastPathUnsupported(
+            f"'{op.name}' keeps float32 master weights (flex16+5-master); the compiled forward "
+            "needs flex16+5 weights. Decode eagerly or export the model in flex16+5"
+        )
+    cfg = mod.flex_config  # type: ignore[attr-defined]
+    out = _state_rounding(mod, "output") if cfg.quantize_outputs else None
+    return _Linear(
+        op.frozen_weight("weight", mod.weight),
+        op.frozen_weight("bias", mod.bias),
+        _state_rounding(mod, "input"),
+        out,
+    )
+
+
+def _snap_matmul(mod: nn.Module) -> _Matmul | None:
+    if not _check_frozen(mod):
+        return None
+    cfg = mod.flex_config  # type: ignore[attr-defined]
+    out = _state_rounding(mod, "output") if cfg.quantize_outputs else None
+    return _Matmul(_state_rounding(mod, "input_a"), _state_rounding(mod, "input_b"), out)
+
+
+def _opt(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach()
+
+
+_instances = itertools.count()
+
+
+def _own_compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(fn)`` on a copy of ``fn``'s code: dynamo keeps its compiled graphs and
+    its recompilation budget per code object, and each model has graphs of its own (its flex
+    exponents are constants in them), so instances must not share one."""
+    name = f"{fn.__name__}_{next(_instances)}"
+    code = fn.__code__.replace(co_name=name)
+    copy = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    return torch.compile(copy, fullgraph=True)
+
+
+class CompiledForward:
+    """``OmniModel.forward(ids, cache=cache, last_only=True)`` for inference, compiled.
+
+    Args:
+        model: a float32 model, or a frozen flex16+5 one (see the module docstring).
+        compile: run through ``torch.compile`` (False: the same function eagerly — the
+            reference the compiled graph is tested against).
+
+    Call it like the model: ``fast(ids, cache)`` appends ``ids`` (B, T) after the cache's
+    positions and returns the last position's logits (B, 1, V). Until every flex state has run
+    (``ready``), calls go to the eager model, which initialises them. Weights are read once:
+    after changing them, call ``refresh()``.
+    """
+
+    def __init__(self, model: OmniModel, *, compile: bool = True) -> None:
+        if model.training:
+            raise FastPathUnsupported("the compiled forward is for inference; call model.eval()")
+        self.model = model
+        self.compile = compile
+        self._snapshot: tuple[Any, ...] | None = None
+        self._fn = _own_compiled(self._forward) if compile else self._forward
+        _check_frozen(model.tok_emb)  # fail early on unsupported models
+        _check_frozen(model.lm_head)
+
+    # ------------------------------------------------------------------ snapshot
+    @property
+    def ready(self) -> bool:
+        """Whether the graph can run (every flex state initialised); snapshots on success."""
+        if self._snapshot is None:
+            try:
+                self._snapshot = self._take_snapshot()
+            except _NotReady:
+                return False
+        return True
+
+    def refresh(self) -> None:
+        """Read the weights and exponents again (after training or loading new weights)."""
+        self._snapshot = None
+
+    @torch.no_grad()
+    def _take_snapshot(self) -> tuple[Any, ...]:
+        m = self.model
+        emb = m.tok_emb
+        if _check_frozen(emb):
+            if not isinstance(emb.weight, FlexWeight):
+                raise FastPathUnsupported(
+                    "the embedding keeps float32 master weights (flex16+5-master); the compiled "
+                    "forward needs flex16+5 weights"
+                )
+            table = emb.weight.dequantize()  # the rows the eager path decodes per use
+        else:
+            table = emb.weight.detach()
+        layers = []
+        for block in m.blocks:
+            attn, mlp = block.attn, block.mlp
+            H, Hkv = attn.n_heads, attn.n_kv_heads
+            D = attn.head_dim
+            gain = torch.cat([attn.q_norm.weight.expand(H, D), attn.k_norm.weight.expand(Hkv, D)])
+            qk, av = _snap_matmul(attn.qk), _snap_matmul(attn.av)
+            if (qk is None) != (av is None) or (qk is None and attn.impl == "reference"):
+                raise FastPathUnsupported(
+                    "the compiled forward runs float32 attention through SDPA and flex attention "
+                    f"through its flex matmuls; layer {attn.layer_index} mixes them (impl "
+                    f"{attn.impl!r})"
+                )
+            layers.append(
+                _Layer(
+                    block.attn_norm.weight.detach(),
+                    block.attn_norm.eps,
+                    _snap_linear(attn.wqkv),
+                    gain.detach(),
+                    attn.q_norm.eps,
+                    qk,
+                    av,
+                    _snap_linear(attn.wo),
+                    block.mlp_norm.weight.detach(),
+                    block.mlp_norm.eps,
+                    _snap_linear(mlp.w13),
+                    _snap_linear(mlp.w2),
+                    mlp.hidden,
+                )
+            )
+        head = _snap_linear(m.lm_head)
+        return table, tuple(layers), m.norm.weight.detach(), m.norm.eps, head
+
+    # ------------------------------------------------------------------ calling
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, 1, V) of the last of ``ids`` (B, T), appended after ``cache``'s positions."""
+        if ids.dim() != 2 or ids.shape[1] == 0:
+            raise ValueError(f"ids must be (batch, time) with time >= 1, got {tuple(ids.shape)}")
+        if not self.ready:  # the eager forward initialises the flex states
+            return self.model(ids, cache=cache, last_only=True).logits
+        T, P = ids.shape[1], cache.length
+        if cache.max_len < P + T:
+            raise ValueError(
+                f"KVCache is full: {P} cached + {T} new positions > max_len {cache.max_len}; "
+                "truncate() it or build a larger one"
+            )
+        rope = self.model.rope
+        if rope.max_seq_len < P + T:
+            raise ValueError(
+                f"position {P + T - 1} is beyond max_seq_len ({rope.max_seq_len}); "
+                "truncate the context or build the model with a larger max_seq_len"
+            )
+        # Copies, not views: a view's storage offset (P * D) would be guarded and recompiled on.
+        cos = rope.cos[P : P + T].unsqueeze(-2).clone()  # (T, 1, D)
+        sin = rope.sin[P : P + T].unsqueeze(-2).clone()
+        # A flex16 cache is decoded here, by ATen's vectorised kernels: inductor's CPU code
+        # generator does not vectorise int16 loads, so decoding inside the graph runs scalar.
+        past_k, past_v = cache.past_values()  # (L, B, Hkv, P, D) float32
+        if T > 1:
+            torch._dynamo.maybe_mark_dynamic(ids, 1)
+        torch._dynamo.maybe_mark_dynamic(past_k, 3)
+        torch._dynamo.maybe_mark_dynamic(past_v, 3)
+        flex16 = cache.storage == "flex16"
+        logits, *new = self._fn(self._snapshot, ids, cos, sin, past_k, past_v, flex16)
+        cache.append_layers(*new)
+        return logits
+
+    # ------------------------------------------------------------------ the graph
+    @staticmethod
+    def _forward(
+        snapshot: tuple[Any, ...],
+        ids: torch.Tensor,  # (B, T)
+        cos: torch.Tensor,  # (T, 1, D)
+        sin: torch.Tensor,
+        past_k: torch.Tensor,  # (L, B, Hkv, P, D) float32 (a flex16 cache's decoded values)
+        past_v: torch.Tensor,
+        flex16: bool,  # the new entries are for a flex16 cache: encode them
+    ) -> tuple[torch.Tensor, ...]:
+        table, layers, norm_w, norm_eps, head = snapshot
+        flex_cache = flex16
+        B, T = ids.shape
+        x = F.embedding(ids, table)  # (B, T, C)
+        new_k, new_v, new_ke, new_ve = [], [], [], []
+        for i, p in enumerate(layers):
+            H_all, D = p.qk_gain.shape
+            Hkv = past_k.shape[2]
+            H = H_all - Hkv
+            h = rms_norm(x, p.attn_norm, p.attn_eps)
+            qkv = _linear(h, p.wqkv).view(B, T, H + 2 * Hkv, D)
+            qk, v = qkv.split([H + Hkv, Hkv], dim=2)
+            qk = apply_rope(rms_norm(qk, p.qk_gain, p.qk_eps), cos, sin)
+            q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)  # (B, H, T, D), (B, Hkv, T, D)
+            v = v.transpose(1, 2)  # (B, Hkv, T, D)
+            if flex_cache:
+                # Encoded for the cache, as float mantissas and int32 exponents that
+                # append_layers casts: an int16 tensor anywhere in an inductor kernel makes the
+                # whole kernel scalar, and this one also rounds every cached key.
+                fmt, dims = KVCache.FORMAT, (1, 3)
+                (k_mf, k_e), (v_mf, v_e) = flex16_round(k, fmt, dims), flex16_round(v, fmt, dims)
+                new_k.append(k_mf), new_v.append(v_mf)
+                new_ke.append(k_e.squeeze(dims)), new_ve.append(v_e.squeeze(dims))
+                k = torch.cat([past_k[i], k_mf * torch.exp2(k_e.float())], dim=2)  # (B,Hkv,S,D)
+                v = torch.cat([past_v[i], v_mf * torch.exp2(v_e.float())], dim=2)
+            else:
+                new_k.append(k), new_v.append(v)
+                k = torch.cat([past_k[i], k], dim=2)  # (B, Hkv, S, D)
+                v = torch.cat([past_v[i], v], dim=2)
+            S = k.shape[2]
+            if p.qk is None:  # float32: SDPA, with the eager path's choice of mask
+                gqa = Hkv != H
+                if T == 1:
+                    y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+                elif T == S:
+                    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+                else:
+                    mask = causal_mask(T, S, device=x.device)
+                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            else:
+                if Hkv != H:
+                    g = H // Hkv
+                    k = k.unsqueeze(2).expand(B, Hkv, g, S, D).reshape(B, H, S, D)
+                    v = v.unsqueeze(2).expand(B, Hkv, g, S, D).reshape(B, H, S, D)
+                # k rounded before the transpose (elementwise: the same values), so the rounded
+                # keys are written in their own layout and the matmul reads them transposed.
+                k_t = _round(k, p.qk.b).transpose(-1, -2)
+                scores = _round(
+                    _rows_matmul(_round(q * (1.0 / math.sqrt(D)), p.qk.a), k_t), p.qk.output
+                )
+                if T > 1:
+                    scores = scores.masked_fill(~causal_mask(T, S, device=x.device), float("-inf"))
+                y = _matmul(torch.softmax(scores.float(), dim=-1), v, p.av)  # (B, H, T, D)
+            x = x + _linear(y.transpose(1, 2).reshape(B, T, H * D), p.wo)
+            gate, up = _linear(rms_norm(x, p.mlp_norm, p.mlp_eps), p.w13).split(p.hidden, dim=-1)
+            x = x + _linear(F.silu(gate) * up, p.w2)
+        x = rms_norm(x, norm_w, norm_eps)[:, -1:]  # (B, 1, C)
+        logits = _linear(x, head).float()  # (B, 1, V)
+        if flex_cache:
+            return (
+                logits, torch.stack(new_k), torch.stack(new_v), torch.stack(new_ke),
+                torch.stack(new_ve),
+            )  # fmt: skip
+        return logits, torch.stack(new_k), torch.stack(new_v)
