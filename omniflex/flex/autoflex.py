@@ -18,6 +18,8 @@ history of the tensor's absolute maxima and predicts the next maximum from it:
 
 Our ops accumulate in float32 and quantise the result, so "rerunning the op" means quantising its
 float32 result again: the same numbers the paper's simulator produced, without a second matmul.
+Every decision depends only on the maximum, so a large result the op owns is quantised in place:
+its statistics are read first, the exponent settled, and the values written over it once.
 The statistics live in Python floats (float64) and travel in ``state_dict``, so a resumed run
 continues bit for bit.
 """
@@ -34,7 +36,13 @@ import torch
 
 from omniflex.flex.errors import FlexNonFiniteError, FlexTypeError
 from omniflex.flex.format import FlexFormat, FlexTensor
-from omniflex.flex.kernels import KernelName, QuantizeOutput, quantize_tensor
+from omniflex.flex.kernels import (
+    KernelName,
+    QuantizeOutput,
+    overwrite_pays,
+    quantize_tensor,
+    requantize_,
+)
 
 __all__ = ["AutoflexConfig", "AutoflexState"]
 
@@ -172,8 +180,14 @@ class AutoflexState:
         kernel: KernelName = "eager",
         clock: int | None = None,
         module: str | None = None,
+        overwrite: bool = False,
     ) -> QuantizeOutput:
-        """Quantise ``x`` at the predicted exponent, handle overflow, update the statistics."""
+        """Quantise ``x`` at the predicted exponent, handle overflow, update the statistics.
+
+        ``overwrite=True`` says ``x`` is a float32 temporary nothing else reads, so the values
+        may be written into its storage: where that pays (``kernels.overwrite_pays``) the
+        statistics come from a read-only pass, and the values, the same numbers, overwrite
+        ``x`` once the exponent is settled."""
         if not (x.is_floating_point()):
             where = f" in module '{module}'" if module else ""
             raise FlexTypeError(
@@ -190,10 +204,12 @@ class AutoflexState:
                 self.history.clear()
             self.last_clock = clock
 
+        in_place = overwrite and want_values and not want_mantissa and overwrite_pays(x)
+
         def run(exponent: int) -> QuantizeOutput:
             return quantize_tensor(
                 x, exponent, self.format, noise=noise, want_mantissa=want_mantissa,
-                want_values=want_values, kernel=kernel,
+                want_values=want_values and not in_place, kernel=kernel,
             )  # fmt: skip
 
         out = run(self.exponent)
@@ -206,25 +222,12 @@ class AutoflexState:
                 "Flexpoint cannot encode it. Check the learning rate and the inputs, or run "
                 "this step with `flex_disabled(model)` to find where it starts."
             )
-        if not self.initialized:
-            if amax > 0.0:
-                exponent = self.initial_exponent(amax, start=self.exponent)
-                if exponent != out.exponent:
-                    out = run(exponent)
-                self.initialized = True
-                self.history.append(amax)
-        elif self._overflows(amax, out.exponent) and self.config.recompute_on_overflow:
-            self.overflows += 1
-            self.history.clear()
-            self.history.append(2.0 * amax)
-            exponent = self.predict(out.exponent)
-            while self._overflows(amax, exponent) and exponent < self.format.max_exponent:
-                exponent += 1
+        exponent = self._settle(amax, out.exponent)
+        if exponent != out.exponent:
             out = run(exponent)
-        else:
-            if self._overflows(amax, out.exponent):
-                self.overflows += 1
-            self.history.append(amax)
+        if in_place:
+            values = requantize_(x, out.exponent, self.format, noise=noise, kernel=kernel)
+            out = QuantizeOutput(None, values, out.amax, out.flushes, out.exponent)
 
         if self._max_mantissa_at(amax, out.exponent) > self.format.max_mantissa:
             self.saturations += 1
@@ -251,6 +254,28 @@ class AutoflexState:
         self.last_exponent = out.exponent
         self.exponent = self.predict(out.exponent) if self.initialized else out.exponent
         return out
+
+    def _settle(self, amax: float, exponent: int) -> int:
+        """The exponent to quantise at, given the tensor's maximum and the predicted
+        ``exponent``: Algorithm 1 on first use, the overflow recompute, or ``exponent``.
+        Records the maximum in the history and counts overflows."""
+        if not self.initialized:
+            if amax > 0.0:
+                exponent = self.initial_exponent(amax, start=self.exponent)
+                self.initialized = True
+                self.history.append(amax)
+        elif self._overflows(amax, exponent) and self.config.recompute_on_overflow:
+            self.overflows += 1
+            self.history.clear()
+            self.history.append(2.0 * amax)
+            exponent = self.predict(exponent)
+            while self._overflows(amax, exponent) and exponent < self.format.max_exponent:
+                exponent += 1
+        else:
+            if self._overflows(amax, exponent):
+                self.overflows += 1
+            self.history.append(amax)
+        return exponent
 
     def to_flex(self, x: torch.Tensor, **kwargs: Any) -> FlexTensor:
         """Quantise ``x`` with this state and return the storage form."""

@@ -8,6 +8,13 @@ non-zero inputs that rounded to zero (flushes).
 ``quantize_reference`` is the pure-PyTorch definition. ``kernel="compiled"`` runs the same
 function through ``torch.compile`` so that inductor fuses it into one loop; tests check the two
 agree bit for bit.
+
+``requantize_`` writes the same values into the input's own storage, for a result the caller owns
+and needs no more (a matmul's output). On CPU a fresh tensor of 32 MiB or more costs more in page
+faults than the loop that fills it: glibc serves such blocks with ``mmap`` and unmaps them on
+free, so every step faults them in again. For those (``overwrite_pays``) Autoflex takes the
+statistics in a read-only pass of ``quantize_tensor`` (``want_mantissa=False, want_values=False``),
+settles the exponent, and then rewrites the tensor in place.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from omniflex.flex.format import FlexFormat
 __all__ = [
     "KernelName",
     "QuantizeOutput",
+    "overwrite_pays",
     "quantize_reference",
     "quantize_tensor",
+    "requantize_",
     "resolve_kernel",
 ]
 
@@ -37,6 +46,10 @@ KernelName = Literal["auto", "eager", "compiled"]
 
 # Below this many elements a compiled call's guard checks cost more than the eager kernels.
 _COMPILED_MIN_NUMEL = 1 << 16
+
+# glibc's largest mmap threshold (its dynamic threshold stops rising here): blocks this big are
+# mapped fresh, and page-faulted, on every allocation.
+OVERWRITE_MIN_BYTES = 32 << 20
 
 
 @dataclass
@@ -93,8 +106,10 @@ def _quantize_core_packed(
     rounded = torch.round(scaled) if noise is None else torch.floor(scaled + noise)
     clamped = rounded.clamp(-max_mantissa, max_mantissa)
     amax = x.abs().amax()
-    # int32 counts vectorise; int64 ones do not (a tensor has < 2**31 elements here).
-    flushes = (x != 0).sum(dtype=torch.int32) - (clamped != 0).sum(dtype=torch.int32)
+    # The reference's count(x != 0) - count(clamped != 0) as one count: a zero input always
+    # quantises to zero, and a NaN is non-zero on both sides. int32 counts vectorise; int64
+    # ones do not (a tensor has < 2**31 elements here).
+    flushes = ((x != 0) & (clamped == 0)).sum(dtype=torch.int32)
     stats = torch.stack([amax.double(), flushes.double()])
     mantissa = None
     if want_mantissa:
@@ -107,6 +122,20 @@ def _quantize_core_packed(
     return mantissa, values, stats
 
 
+def _requantize_core(
+    x: torch.Tensor,  # (n,) float32, overwritten
+    inv_scale: torch.Tensor | float,
+    scale: torch.Tensor | float,
+    noise: torch.Tensor | None,
+    max_mantissa: int,
+) -> torch.Tensor:
+    """``_quantize_core``'s values written back into ``x``, in ``_quantize_core``'s operations
+    (so eager and compiled agree with it bit for bit); no statistics."""
+    scaled = x.mul_(inv_scale)
+    clamped = scaled.round_() if noise is None else scaled.add_(noise).floor_()
+    return clamped.clamp_(-max_mantissa, max_mantissa).mul_(scale)
+
+
 @functools.lru_cache(maxsize=256)
 def _scale_tensors(exponent: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """0-d (2**-e, 2**e) tensors: passed as tensors so the compiled kernel never recompiles."""
@@ -116,14 +145,24 @@ def _scale_tensors(exponent: int, device: torch.device) -> tuple[torch.Tensor, t
 
 @functools.cache
 def _compiled_core(variant: tuple[bool, bool, bool, torch.dtype]) -> Callable[..., Any]:
-    """One compiled kernel per (want_mantissa, want_values, stochastic, storage dtype).
+    """One compiled kernel per (want_mantissa, want_values, stochastic, storage dtype)."""
+    return _compile_copy(_quantize_core_packed, variant)
+
+
+@functools.cache
+def _compiled_requantize(stochastic: bool) -> Callable[..., Any]:
+    return _compile_copy(_requantize_core, (stochastic,))
+
+
+def _compile_copy(core: Callable[..., Any], variant: tuple[Any, ...]) -> Callable[..., Any]:
+    """``torch.compile`` of a copy of ``core``'s code, named after ``variant``.
 
     Dynamo caps recompilations per *code object*; giving each variant its own copy of the code
     keeps the variants from using up one shared budget (and from recompiling each other away).
     """
-    name = "_quantize_core_packed_" + "_".join(str(v).replace("torch.", "") for v in variant)
-    code = _quantize_core_packed.__code__.replace(co_name=name)
-    fn = types.FunctionType(code, _quantize_core_packed.__globals__, name)
+    name = core.__name__ + "_" + "_".join(str(v).replace("torch.", "") for v in variant)
+    code = core.__code__.replace(co_name=name)
+    fn = types.FunctionType(code, core.__globals__, name)
     return torch.compile(fn, dynamic=True, fullgraph=True)
 
 
@@ -225,3 +264,49 @@ def quantize_tensor(
         int(flushes),
         exponent,
     )
+
+
+def overwrite_pays(x: torch.Tensor) -> bool:
+    """Whether ``requantize_`` (a read-only statistics pass, then an in-place rewrite) beats a
+    new values tensor for ``x``: a CPU float32 tensor of at least ``OVERWRITE_MIN_BYTES``. Below
+    that glibc recycles freed blocks and the extra pass costs more than it saves; on GPUs the
+    caching allocator recycles every size."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.is_contiguous()
+        and x.numel() * 4 >= OVERWRITE_MIN_BYTES
+    )
+
+
+def requantize_(
+    x: torch.Tensor,
+    exponent: int,
+    fmt: FlexFormat,
+    *,
+    noise: torch.Tensor | None = None,
+    kernel: KernelName = "eager",
+) -> torch.Tensor:
+    """Overwrite contiguous float32 ``x`` with ``quantize_tensor(x, ...).values`` (the same
+    numbers, given the same ``noise``) and return it; no statistics. Pass only a tensor nothing
+    else reads (autograd included: this is not differentiable)."""
+    if x.dtype != torch.float32 or not x.is_contiguous():
+        raise ValueError(
+            f"requantize_ overwrites a contiguous float32 tensor, got {x.dtype} with strides "
+            f"{x.stride()}; use quantize_tensor(..., want_values=True) instead"
+        )
+    if x.numel() == 0:
+        return x
+    flat = x.detach().view(-1)
+    flat_noise = None if noise is None else noise.reshape(-1).to(flat.dtype)
+    if resolve_kernel(kernel, x) == "compiled":
+        inv_scale, scale = _scale_tensors(exponent, x.device)
+        _compiled_requantize(noise is not None)(
+            flat, inv_scale, scale, flat_noise, fmt.max_mantissa
+        )
+    else:
+        _requantize_core(
+            flat, math.ldexp(1.0, -exponent), math.ldexp(1.0, exponent), flat_noise,
+            fmt.max_mantissa,
+        )  # fmt: skip
+    return x

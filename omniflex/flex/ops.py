@@ -4,7 +4,9 @@ Each op quantises its float inputs with their own Autoflex states, computes in f
 paper's hardware accumulated wider than the 16-bit operands; float32 accumulation of int16 x
 int16 products is the simulator's semantics), and re-quantises the result. Backward quantises
 the incoming delta, and each outgoing delta and weight gradient. Inputs are saved for backward
-as their integer mantissas, not as float32.
+as their integer mantissas, not as float32. A result the op computed itself (its output, its
+gradients) is ``owned``: large ones are quantised in its own storage (``requantize_``), and a
+decoded operand's buffer takes the gradient of the same shape, so backward allocates less.
 
 ``FlexOp`` holds the states of one op instance, keyed by role (``input``, ``output``,
 ``grad_output``, ``grad_input``, ``grad_weight``…), created on first use.
@@ -67,10 +69,11 @@ class FlexOp:
     def tick(self) -> None:
         self.clock += 1
 
-    def values(self, role: str, x: torch.Tensor) -> torch.Tensor:
-        """Quantise ``x`` for ``role``; float32 values on the flex grid."""
+    def values(self, role: str, x: torch.Tensor, *, owned: bool = False) -> torch.Tensor:
+        """Quantise ``x`` for ``role``; float32 values on the flex grid. ``owned``: ``x`` is a
+        result of this op that nothing else reads, so the values may take its storage."""
         out = self.state(role).quantize(
-            x, want_mantissa=False, want_values=True, **self._kwargs()
+            x, want_mantissa=False, want_values=True, overwrite=owned, **self._kwargs()
         )  # fmt: skip
         return out.values  # type: ignore[return-value]
 
@@ -81,7 +84,8 @@ class FlexOp:
         return FlexTensor(out.mantissa, out.exponent, st.format), out.values  # type: ignore[arg-type]
 
     def output(self, role: str, y: torch.Tensor) -> torch.Tensor:
-        return self.values(role, y) if self.config.quantize_outputs else y
+        """The op's float32 result ``y`` (which it owns) on the flex grid, if outputs are."""
+        return self.values(role, y, owned=True) if self.config.quantize_outputs else y
 
     # ------------------------------------------------------------ frozen (inference)
     @property
@@ -198,13 +202,18 @@ class _FlexLinearFn(torch.autograd.Function):
         g = op.values("grad_output", grad_y)  # (..., out)
         g2 = g.reshape(-1, g.shape[-1])  # (B, out)
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = op.values("grad_input", g2 @ ctx.w_values).view(*g.shape[:-1], -1)
+        x2 = None
         if ctx.needs_input_grad[1]:
             x2 = ctx.x_flex.to_float().reshape(-1, ctx.w_values.shape[1])  # (B, in)
-            grad_w = op.values("grad_weight", g2.t() @ x2)
+            grad_w = g2.t() @ x2  # (out, in)
+        if ctx.needs_input_grad[0]:
+            # (B, in), like x: the decoded x, read above, takes the product (no new buffer).
+            grad_x = op.values("grad_input", torch.mm(g2, ctx.w_values, out=x2), owned=True)
+            grad_x = grad_x.view(*g.shape[:-1], -1)
+        if grad_w is not None:
+            grad_w = op.values("grad_weight", grad_w, owned=True)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = op.values("grad_bias", g2.sum(0))
+            grad_b = op.values("grad_bias", g2.sum(0), owned=True)
         return grad_x, grad_w, grad_b, None
 
 
@@ -244,9 +253,10 @@ class _FlexConv2dFn(torch.autograd.Function):
             g, ctx.x_flex.to_float(), ctx.w_flex.to_float(), ctx.bias_shape,
             list(stride), list(padding), list(dilation), False, [0, 0], groups, mask,
         )  # fmt: skip
-        grad_x = op.values("grad_input", gx) if mask[0] else None
-        grad_w = op.values("grad_weight", gw) if mask[1] else None
-        grad_b = op.values("grad_bias", gb) if mask[2] and ctx.needs_input_grad[2] else None
+        grad_x = op.values("grad_input", gx, owned=True) if mask[0] else None
+        grad_w = op.values("grad_weight", gw, owned=True) if mask[1] else None
+        needs_b = mask[2] and ctx.needs_input_grad[2]
+        grad_b = op.values("grad_bias", gb, owned=True) if needs_b else None
         return grad_x, grad_w, grad_b, None, None
 
 
@@ -287,7 +297,7 @@ class _FlexEmbeddingFn(torch.autograd.Function):
         grad_w.index_add_(0, ctx.idx.reshape(-1), g.reshape(-1, dim))
         if ctx.padding_idx is not None:
             grad_w[ctx.padding_idx] = 0
-        return None, op.values("grad_weight", grad_w), None, None
+        return None, op.values("grad_weight", grad_w, owned=True), None, None
 
 
 def flex_embedding(
@@ -319,13 +329,27 @@ class _FlexMatmulFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         op: FlexOp = ctx.op
-        g = op.values("grad_output", grad_y)
-        a, b = ctx.a_flex.to_float(), ctx.b_flex.to_float()
-        grad_a = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_a = op.values("grad_a", (g @ b.transpose(-1, -2)).sum_to_size(a.shape))
-        if ctx.needs_input_grad[1]:
-            grad_b = op.values("grad_b", (a.transpose(-1, -2) @ g).sum_to_size(b.shape))
+        g = op.values("grad_output", grad_y)  # (..., n, m)
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        a_shape, b_shape = ctx.a_flex.shape, ctx.b_flex.shape
+        grad_a = grad_b = a = None
+        # Each saved operand is decoded only for the gradient that reads it. sum_to_size reduces
+        # broadcast batch dims into a new tensor or returns the product itself: either way a
+        # result this op owns. grad_a is still quantised before grad_b (stochastic rounding
+        # draws its noise in that order).
+        if need_b:
+            a = ctx.a_flex.to_float()  # (..., n, k)
+            grad_b = (a.transpose(-1, -2) @ g).sum_to_size(b_shape)
+        if need_a:
+            b_t = ctx.b_flex.to_float().transpose(-1, -2)  # (..., m, k)
+            batch = torch.broadcast_shapes(g.shape[:-2], b_t.shape[:-2])
+            # Unless batch dims broadcast, the product has a's shape: the decoded a, read
+            # above, takes it (no new buffer; attention's probabilities are the largest).
+            out = a if a is not None and (*batch, g.shape[-2], b_t.shape[-1]) == a_shape else None
+            grad_a = torch.matmul(g, b_t, out=out).sum_to_size(a_shape)
+            grad_a = op.values("grad_a", grad_a, owned=True)
+        if grad_b is not None:
+            grad_b = op.values("grad_b", grad_b, owned=True)
         return grad_a, grad_b, None
 
 

@@ -221,7 +221,11 @@ class SelfAttention(nn.Module):
         if mask is None and T > 1:
             mask = causal_mask(T, S, device=q.device)
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            # An additive -inf bias: the backward of an addition passes the gradient through
+            # as it is, where masked_fill's copies all (B, H, T, S) of it to zero entries that
+            # are zero already (their probabilities are 0). Same forward values.
+            bias = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
+            scores = scores + bias.masked_fill_(~mask, float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1)  # (B, H, T, S)
         if self.training and self.dropout_p > 0:
             probs = F.dropout(probs, self.dropout_p)

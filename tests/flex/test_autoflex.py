@@ -138,3 +138,28 @@ def test_state_dict_round_trip_continues_identically():
     assert a.state_dict() == b.state_dict()
     with pytest.raises(ValueError, match="flex8\\+5"):
         AutoflexState("s", FlexFormat(8, 5)).load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_overwrite_gives_the_same_numbers_and_statistics(monkeypatch, stochastic):
+    import omniflex.flex.kernels as kernels
+
+    monkeypatch.setattr(kernels, "OVERWRITE_MIN_BYTES", 0)  # every tensor takes the in-place path
+    torch.manual_seed(3)
+    # first use (Algorithm 1), steady steps, a spike (overflow recompute), zeros, a flush
+    tensors = [torch.zeros(512), torch.randn(512)] + [torch.randn(512) for _ in range(4)]
+    tensors += [torch.randn(512) * 1e3, torch.randn(512) * 1e-6, torch.zeros(512)]
+    kept, in_place = AutoflexState("kept"), AutoflexState("in_place")
+    for x in tensors:
+        rng_state = torch.get_rng_state()
+        ref = kept.quantize(x, want_mantissa=False, want_values=True, stochastic=stochastic)
+        torch.set_rng_state(rng_state)  # the same rounding noise
+        y = x.clone()
+        out = in_place.quantize(
+            y, want_mantissa=False, want_values=True, stochastic=stochastic, overwrite=True
+        )
+        assert out.values is y  # written into the tensor given
+        assert torch.equal(out.values, ref.values)
+        assert (out.amax, out.flushes, out.exponent) == (ref.amax, ref.flushes, ref.exponent)
+        assert in_place.state_dict() == kept.state_dict()
+    assert kept.overflows > 0 and kept.flushes > 0  # the sequence exercised both

@@ -129,6 +129,38 @@ def test_flex_matmul_matches_float32_and_keeps_state_in_state_dict():
     assert {"input_a", "input_b", "output", "grad_output", "grad_a", "grad_b"} <= set(states)
 
 
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape"),
+    [((2, 3, 5, 8), (2, 3, 8, 6)), ((2, 3, 5, 8), (8, 6)), ((3, 5, 8), (2, 1, 8, 6))],
+)
+def test_matmul_gradient_is_the_same_whichever_operands_need_one(a_shape, b_shape):
+    # With both gradients wanted, grad_a's product reuses a's decoded buffer (when the batch
+    # dims do not broadcast); it must not change a single bit.
+    gen = torch.Generator().manual_seed(0)
+    a0, b0 = torch.randn(a_shape, generator=gen), torch.randn(b_shape, generator=gen)
+    grad_y = torch.randn((*torch.broadcast_shapes(a_shape[:-2], b_shape[:-2]), 5, 6))
+    grads = {}
+    for need_b in (False, True):
+        a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_(need_b)
+        FlexMatmul("mm")(a, b).backward(grad_y)
+        grads[need_b] = a.grad
+    assert torch.equal(grads[False], grads[True])
+
+
+def test_linear_input_gradient_is_the_same_whether_the_weight_trains():
+    gen = torch.Generator().manual_seed(0)
+    x0, grad_y = torch.randn(4, 6, 16, generator=gen), torch.randn(4, 6, 8, generator=gen)
+    grads = []
+    for train_weight in (False, True):
+        torch.manual_seed(0)
+        layer = convert_to_flex(nn.Linear(16, 8))
+        layer.weight.requires_grad_(train_weight)
+        x = x0.clone().requires_grad_()
+        layer(x).backward(grad_y)
+        grads.append(x.grad)
+    assert torch.equal(grads[0], grads[1])
+
+
 def test_bad_inputs_raise_named_errors():
     model = convert_to_flex(nn.Sequential(nn.Linear(4, 4)))
     with pytest.raises(FlexTypeError, match=r"'0\.input'.*module '0'.*int64"):
