@@ -32,7 +32,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 # The default model (shipped in omniflex/assets/models/tiny) behind the OpenAI REST and Realtime
 # APIs, with the voice page at http://127.0.0.1:8000/ (Ctrl-C stops it).
 run: $(STAMP) .system-deps
-	$(BIN)/omniflex serve --model tiny --host 127.0.0.1 --port 8000
+	$(BIN)/omniflex serve --model tiny --host 127.0.0.1 --port 8000 --compile
 
 test: $(STAMP) .test-deps
 	$(BIN)/ruff check omniflex tests

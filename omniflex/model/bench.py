@@ -168,11 +168,12 @@ def _warm_up_compiled(
 def bench_train_step(
     layout: VocabLayout = SHIPPED_LAYOUT,
     *,
-    batch_size: int = 1,
-    seq_len: int = 256,
+    batch_size: int = 8,
+    seq_len: int = 512,
     repeats: int = 3,
 ) -> dict[str, Any]:
-    """Forward + backward + optimizer step, tiny recipe, flex16+5 (FlexAdam) vs float32."""
+    """Forward + backward + optimizer step at the tiny recipe's batch (8 x 512), flex16+5
+    (FlexAdam) vs float32 (AdamW)."""
     from omniflex.flex import FlexAdam
 
     models = _models(layout)
@@ -232,28 +233,34 @@ def bench_inference_step(
     repeats: int = 5,
 ) -> dict[str, Any]:
     """One decode step at ``context`` cached positions, and one prefill chunk, flex16 vs
-    float32 (flex16+5 weights with a flex16 cache against float32 with a float32 cache); the
-    flex model runs frozen, as a loaded model does."""
+    float32: flex16+5 weights with a flex16 cache (``flex16+5``) and with a float32 cache (as the
+    server runs it, ``flex16+5_f32cache``) against float32 weights and cache; the flex model runs
+    frozen, as a loaded model does."""
     models = _models(layout, inference=True)
-    storage = {"float32": "float32", "flex16+5": "flex16"}
+    variants = {  # name: (model, cache storage)
+        "float32": ("float32", "float32"),
+        "flex16+5": ("flex16+5", "flex16"),
+        "flex16+5_f32cache": ("flex16+5", "float32"),
+    }
     gen = torch.Generator().manual_seed(0)
     ctx = torch.randint(0, layout.text_size, (1, context), generator=gen)
     chunk = torch.randint(0, layout.text_size, (1, prefill_tokens), generator=gen)
     caches = {}
     with torch.no_grad():
-        for name, m in models.items():
-            m.eval()
-            caches[name] = m.new_cache(storage=storage[name])  # type: ignore[arg-type]
+        for name, (model, storage) in variants.items():
+            m = models[model].eval()
+            caches[name] = m.new_cache(storage=storage)  # type: ignore[arg-type]
             m(ctx, cache=caches[name])
 
     fast = {name: CompiledForward(m) for name, m in models.items()}
 
     def forward(name: str, compiled: bool, ids: torch.Tensor, cache: Any) -> None:
+        model = variants[name][0]
         with torch.no_grad():
             if compiled:
-                fast[name](ids, cache)
+                fast[model](ids, cache)
             else:
-                models[name](ids, cache=cache, last_only=True)
+                models[model](ids, cache=cache, last_only=True)
 
     def decode(name: str, compiled: bool) -> Callable[[], None]:
         def run() -> None:
@@ -263,8 +270,11 @@ def bench_inference_step(
         return run
 
     def prefill(name: str, compiled: bool) -> Callable[[], None]:
+        model, storage = variants[name]
+        new_cache = models[model].new_cache
+
         def run() -> None:
-            forward(name, compiled, chunk, models[name].new_cache(storage=storage[name]))
+            forward(name, compiled, chunk, new_cache(storage=storage))  # type: ignore[arg-type]
 
         return run
 
@@ -272,28 +282,34 @@ def bench_inference_step(
     for path, compiled in (("compiled", True), ("eager", False)):
         if compiled:  # compile before timing: each graph once per process
             t0 = time.perf_counter()
-            for name in models:
+            for name in variants:
                 for _ in range(2):
                     decode(name, True)()
                     prefill(name, True)()
             out["compile_s"] = round(time.perf_counter() - t0, 1)
         t_dec = interleaved_medians(
-            {k: decode(k, compiled) for k in models}, repeats * 4, warmup=3
+            {k: decode(k, compiled) for k in variants}, repeats * 4, warmup=3
         )  # fmt: skip
-        t_pre = interleaved_medians({k: prefill(k, compiled) for k in models}, repeats, warmup=1)
-        r_dec = t_dec["flex16+5"] / t_dec["float32"]
-        r_pre = t_pre["flex16+5"] / t_pre["float32"]
-        out[path] = {
+        t_pre = interleaved_medians({k: prefill(k, compiled) for k in variants}, repeats, warmup=1)
+        res: dict[str, Any] = {
             "decode_step_ms": {k: round(v * 1e3, 3) for k, v in t_dec.items()},
             "prefill_ms": {k: round(v * 1e3, 2) for k, v in t_pre.items()},
-            "ratio_decode_flex16_vs_float32": round(r_dec, 3),
-            "ratio_prefill_flex16_vs_float32": round(r_pre, 3),
         }
+        for name in ("flex16+5", "flex16+5_f32cache"):
+            suffix = "" if name == "flex16+5" else "_f32cache"
+            res[f"ratio_decode_flex16{suffix}_vs_float32"] = round(
+                t_dec[name] / t_dec["float32"], 3
+            )
+            res[f"ratio_prefill_flex16{suffix}_vs_float32"] = round(
+                t_pre[name] / t_pre["float32"], 3
+            )
+        out[path] = res
     ours = out["compiled"]
     return out | {
         "target": "<= 1.3 (the compiled path: the one generation uses)",
         "met_decode": ours["ratio_decode_flex16_vs_float32"] <= 1.3,
         "met_prefill": ours["ratio_prefill_flex16_vs_float32"] <= 1.3,
+        "met_decode_f32cache": ours["ratio_decode_flex16_f32cache_vs_float32"] <= 1.3,
     }
 
 
