@@ -89,6 +89,10 @@ class _Layer:
     hidden: int
 
 
+#: The float32 "rounding" of a matmul that is not a flex op: none.
+_FLOAT = _Matmul(None, None, None)
+
+
 def _round(x: torch.Tensor, r: Rounding) -> torch.Tensor:
     """``omniflex.flex.ops.fixed_values_reference`` with the constants of a frozen state."""
     if r is None:
@@ -354,7 +358,11 @@ class CompiledForward:
                 k = torch.cat([past_k[i], k], dim=2)  # (B, Hkv, S, D)
                 v = torch.cat([past_v[i], v], dim=2)
             S = k.shape[2]
-            if p.qk is None:  # float32: SDPA, with the eager path's choice of mask
+            # float32 runs SDPA with the eager path's choice of mask — except a compiled decode
+            # step: SDPA's kernel for one query row was slower here than the explicit matmuls
+            # (the flex path's, without rounding), so the compiled graph takes those.
+            sdpa = p.qk is None and not (torch.compiler.is_compiling() and T == 1)
+            if sdpa:
                 gqa = Hkv != H
                 if T == 1:
                     y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
@@ -364,19 +372,22 @@ class CompiledForward:
                     mask = causal_mask(T, S, device=x.device)
                     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
             else:
+                qk_r, av_r = p.qk or _FLOAT, p.av or _FLOAT
                 if Hkv != H:
                     g = H // Hkv
                     k = k.unsqueeze(2).expand(B, Hkv, g, S, D).reshape(B, H, S, D)
                     v = v.unsqueeze(2).expand(B, Hkv, g, S, D).reshape(B, H, S, D)
                 # k rounded before the transpose (elementwise: the same values), so the rounded
                 # keys are written in their own layout and the matmul reads them transposed.
-                k_t = _round(k, p.qk.b).transpose(-1, -2)
+                k_t = _round(k, qk_r.b).transpose(-1, -2)
                 scores = _round(
-                    _rows_matmul(_round(q * (1.0 / math.sqrt(D)), p.qk.a), k_t), p.qk.output
+                    _rows_matmul(_round(q * (1.0 / math.sqrt(D)), qk_r.a), k_t), qk_r.output
                 )
-                if T > 1:
-                    scores = scores.masked_fill(~causal_mask(T, S, device=x.device), float("-inf"))
-                y = _matmul(torch.softmax(scores.float(), dim=-1), v, p.av)  # (B, H, T, D)
+                if T > 1:  # the additive -inf bias of SelfAttention.reference_attention
+                    bias = torch.zeros((T, S), dtype=scores.dtype, device=x.device)
+                    bias = bias.masked_fill(~causal_mask(T, S, device=x.device), float("-inf"))
+                    scores = scores + bias
+                y = _matmul(torch.softmax(scores.float(), dim=-1), v, av_r)  # (B, H, T, D)
             x = x + _linear(y.transpose(1, 2).reshape(B, T, H * D), p.wo)
             gate, up = _linear(rms_norm(x, p.mlp_norm, p.mlp_eps), p.w13).split(p.hidden, dim=-1)
             x = x + _linear(F.silu(gate) * up, p.w2)
