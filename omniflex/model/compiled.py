@@ -5,8 +5,9 @@ hundred small kernels, each dispatched from Python, and a flex model adds the ro
 operand. This module writes the same forward — embedding, blocks, head — as one function of
 tensors, with the weights snapshotted (flex weights decoded once) and the flex exponents frozen
 as constants, and hands it to ``torch.compile``: inductor fuses norms, RoPE, every flex rounding
-and the flex16 cache decode into a few C++ loops around the matmuls, and the whole step runs
-without returning to Python.
+and the encoding of the new cache entries into a few C++ loops around the matmuls, and the whole
+step runs without returning to Python. A flex16 cache's stored positions are decoded just before
+the graph, by ATen (inductor does not vectorise int16 on CPU).
 
 **Reference.** Called with ``compile=False`` the same function runs eagerly and performs the
 ops of ``OmniModel.forward`` in the same order, so its logits and cache entries equal the
@@ -14,7 +15,8 @@ model's bit for bit (tested, float32 and flex16+5). Compiled, inductor's fused r
 (RMSNorm, softmax) may round differently in the last float32 bit, and a flex operand that lies on
 a rounding boundary may then move one flex step; tests bound the difference.
 
-**Semantics.** float32 models: as eager (SDPA attention). flex16+5 models: the frozen inference
+**Semantics.** float32 models: as eager (SDPA attention; a compiled one-token step uses the
+explicit matmuls instead, faster there). flex16+5 models: the frozen inference
 semantics of ``omniflex.flex.ops`` — every operand and result rounded half to even onto the grid
 of its state's exponent, saturating — so only frozen models are accepted (``load_pretrained``
 freezes; ``set_flex_frozen`` does it by hand), and only once every state has run once (the
@@ -208,7 +210,9 @@ class CompiledForward:
     Call it like the model: ``fast(ids, cache)`` appends ``ids`` (B, T) after the cache's
     positions and returns the last position's logits (B, 1, V). Until every flex state has run
     (``ready``), calls go to the eager model, which initialises them. Weights are read once:
-    after changing them, call ``refresh()``.
+    after changing them, call ``refresh()`` (changed exponents recompile the graph). Graphs are
+    compiled on first use of each kind of call — a one-token step, a chunk; an empty or one-
+    position cache is a kind of its own (``Generator`` calls it only from two positions on).
     """
 
     def __init__(self, model: OmniModel, *, compile: bool = True) -> None:
