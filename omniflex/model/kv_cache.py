@@ -71,7 +71,8 @@ def flex16_round(
 
 def flex16_decode(mantissa: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     """Exact float32 values of mantissas with broadcastable per-block ``exponent``."""
-    return mantissa.float().mul_(torch.exp2(exponent.float()))
+    # A copy (float mantissas too), scaled in place: one buffer, not two.
+    return mantissa.to(torch.float32, copy=True).mul_(torch.exp2(exponent.float()))
 
 
 class KVCache:
@@ -88,8 +89,7 @@ class KVCache:
     the same number T of new positions, then the model calls ``advance(T)``. An exception in
     between leaves ``length`` unchanged, so a failed forward never half-appends. A compiled
     forward (``omniflex.model.compiled``) reads ``past_values()`` and writes every layer's new
-    entries
-    at once with ``append_layers``.
+    entries at once with ``append_layers``.
     """
 
     #: The flex16 storage format: int16 mantissas, exponents in the 5-bit range.
