@@ -92,8 +92,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="do not pass output audio through omniflex.safety")  # fmt: skip
     p.add_argument(
         "--compile", action="store_true",
-        help="decode through the torch.compile'd forward (2–4x faster per token on the tiny model; "
-        "start-up compiles it, up to a minute on a small CPU, seconds once cached)",
+        help="decode through the torch.compile'd forward (2-4x faster per token on the tiny "
+        "model; start-up compiles it, up to a minute on a small CPU, seconds once cached)",
     )  # fmt: skip
     p.set_defaults(func=serve)
     return p

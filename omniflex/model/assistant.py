@@ -120,9 +120,9 @@ class Assistant:
         template: the chat template over the tokenizers the model was trained with.
         cache_storage: KV cache storage for every session (``"float32"`` or ``"flex16"``).
         info: the model folder's config (name, training summary), when loaded from one.
-        compile: decode through one ``CompiledForward`` shared by all sessions (several times
-            faster per token; the first answers of a process pay the compilation, up to a
-            minute on a small CPU, less once inductor's on-disk cache holds the graphs).
+        compile: decode through one ``CompiledForward`` shared by all sessions (2-4x faster
+            per token on the tiny model; the first answers of a process pay the compilation,
+            up to a minute on a small CPU, less once inductor's on-disk cache holds the graphs).
     """
 
     def __init__(
