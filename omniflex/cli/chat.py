@@ -301,7 +301,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     chat.add_argument(
         "--compile", action="store_true",
         help="decode through the torch.compile'd forward (faster per token after a one-off "
-        "compilation of up to a minute, seconds once inductor's cache holds it)",
+        "compilation of a minute or two, seconds once inductor's cache holds it)",
     )  # fmt: skip
     chat.set_defaults(func=_cmd_chat)
     return chat

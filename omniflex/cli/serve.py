@@ -93,7 +93,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--compile", action="store_true",
         help="decode through the torch.compile'd forward (2-4x faster per token on the tiny "
-        "model; start-up compiles it, up to a minute on a small CPU, seconds once cached)",
+        "model; start-up compiles it, a minute or two on a small CPU, seconds once cached)",
     )  # fmt: skip
     p.set_defaults(func=serve)
     return p

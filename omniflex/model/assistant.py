@@ -122,7 +122,7 @@ class Assistant:
         info: the model folder's config (name, training summary), when loaded from one.
         compile: decode through one ``CompiledForward`` shared by all sessions (2-4x faster
             per token on the tiny model; the first answers of a process pay the compilation,
-            up to a minute on a small CPU, less once inductor's on-disk cache holds the graphs).
+            a minute or two on a small CPU, less once inductor's on-disk cache holds the graphs).
     """
 
     def __init__(
