@@ -47,6 +47,12 @@ def _manual_session(conn: Any) -> None:
                                            "output": {"voice": "dax"}}})  # fmt: skip
 
 
+def _add_user_text(conn: Any, text: str) -> None:
+    conn.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    )
+
+
 def test_push_to_talk_turn(live) -> None:
     with live.client().realtime.connect(model="omniflex-tiny") as conn:
         assert _recv(conn)["type"] == "session.created"
@@ -73,13 +79,7 @@ def test_push_to_talk_turn(live) -> None:
                          if e["type"] == "response.output_audio.delta")  # fmt: skip
         assert len(audio) / 2 / WIRE_RATE > 1.0  # ScriptedSpeech: 30 frames = 1.2 s
         # A second turn in the same conversation: text in, text out.
-        conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "hi"}],
-            }
-        )
+        _add_user_text(conn, "hi")
         conn.response.create(response={"output_modalities": ["text"]})
         done = _until(conn, "response.done")[-1]["response"]
         assert done["status"] in ("completed", "incomplete")
@@ -113,13 +113,7 @@ def test_response_cancel(live) -> None:
     with live.client().realtime.connect(model="omniflex-tiny") as conn:
         _recv(conn)
         _manual_session(conn)
-        conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "hi"}],
-            }
-        )
+        _add_user_text(conn, "hi")
         conn.response.create()
         _until(conn, "response.created")
         conn.response.cancel()
@@ -161,13 +155,7 @@ def test_client_disconnects_mid_response(live) -> None:
     with live.client().realtime.connect(model="omniflex-tiny") as conn:
         _recv(conn)
         _manual_session(conn)
-        conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "hi"}],
-            }
-        )
+        _add_user_text(conn, "hi")
         conn.response.create()
         _until(conn, "response.output_audio.delta")
     deadline = time.time() + 10
@@ -222,13 +210,7 @@ def test_output_guard_block_stops_the_answer(live, monkeypatch: pytest.MonkeyPat
     with live.client().realtime.connect(model="omniflex-tiny") as conn:
         _recv(conn)
         _manual_session(conn)
-        conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "hi"}],
-            }
-        )
+        _add_user_text(conn, "hi")
         conn.response.create()
         events = _until(conn, "response.done")
         assert not [e for e in events if e["type"] == "response.output_audio.delta"]
