@@ -46,7 +46,7 @@ from torch import nn
 
 from omniflex.flex import FlexEmbedding, FlexLinear, FlexMatmul, FlexWeight, Matmul
 from omniflex.model.kv_cache import KVCache, flex16_round
-from omniflex.model.layers import apply_rope, causal_mask, rms_norm
+from omniflex.model.layers import additive_mask, apply_rope, causal_mask, rms_norm
 from omniflex.model.transformer import OmniModel
 
 __all__ = ["CompiledForward", "FastPathUnsupported"]
@@ -387,10 +387,10 @@ class CompiledForward:
                 scores = _round(
                     _rows_matmul(_round(q * (1.0 / math.sqrt(D)), qk_r.a), k_t), qk_r.output
                 )
-                if T > 1:  # the additive -inf bias of SelfAttention.reference_attention
-                    bias = torch.zeros((T, S), dtype=scores.dtype, device=x.device)
-                    bias = bias.masked_fill(~causal_mask(T, S, device=x.device), float("-inf"))
-                    scores = scores + bias
+                if T > 1:  # as SelfAttention.reference_attention masks
+                    scores = scores + additive_mask(
+                        causal_mask(T, S, device=x.device), scores.dtype
+                    )
                 y = _matmul(torch.softmax(scores.float(), dim=-1), v, av_r)  # (B, H, T, D)
             x = x + _linear(y.transpose(1, 2).reshape(B, T, H * D), p.wo)
             gate, up = _linear(rms_norm(x, p.mlp_norm, p.mlp_eps), p.w13).split(p.hidden, dim=-1)

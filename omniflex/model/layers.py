@@ -31,6 +31,7 @@ __all__ = [
     "RMSNorm",
     "RotaryEmbedding",
     "SelfAttention",
+    "additive_mask",
     "apply_rope",
     "causal_mask",
     "rms_norm",
@@ -221,15 +222,21 @@ class SelfAttention(nn.Module):
         if mask is None and T > 1:
             mask = causal_mask(T, S, device=q.device)
         if mask is not None:
-            # An additive -inf bias: the backward of an addition passes the gradient through
-            # as it is, where masked_fill's copies all (B, H, T, S) of it to zero entries that
-            # are zero already (their probabilities are 0). Same forward values.
-            bias = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
-            scores = scores + bias.masked_fill_(~mask, float("-inf"))
+            scores = scores + additive_mask(mask, scores.dtype)
         probs = torch.softmax(scores.float(), dim=-1)  # (B, H, T, S)
         if self.training and self.dropout_p > 0:
             probs = F.dropout(probs, self.dropout_p)
         return self.av(probs, v)  # (B, H, T, D)
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``mask`` (True = may attend) as a bias to add to attention scores: 0 or -inf.
+
+    Added rather than ``masked_fill``ed: the backward of an addition passes the gradient through
+    as it is, where masked_fill's copies all (B, H, T, S) of it to zero entries that are zero
+    already (their probabilities are 0). The forward values are the same."""
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill_(~mask, float("-inf"))
 
 
 def causal_mask(T: int, S: int, device: torch.device | None = None) -> torch.Tensor:
