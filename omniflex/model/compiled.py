@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omniflex.flex import FlexEmbedding, FlexLinear, FlexMatmul, FlexWeight, Matmul
+from omniflex.flex import AutoflexState, FlexEmbedding, FlexLinear, FlexMatmul, FlexWeight, Matmul
+from omniflex.flex.int16_matvec import MAX_MANTISSA
+from omniflex.flex.int16_matvec import available as int16_matvec_available
 from omniflex.model.kv_cache import KVCache, flex16_round
 from omniflex.model.layers import additive_mask, apply_rope, causal_mask, rms_norm
 from omniflex.model.transformer import OmniModel
@@ -60,11 +62,23 @@ class FastPathUnsupported(ValueError):
 
 
 @dataclass(frozen=True)
+class _Int16:
+    """A flex16 linear's operands for ``flex16_linear``: the weight's mantissas (a copy, as the
+    float values are one) and exponent, the input state's exponent and largest mantissa."""
+
+    mantissa: torch.Tensor  # (out, in) int16
+    w_exponent: int
+    x_exponent: int
+    max_mantissa: int
+
+
+@dataclass(frozen=True)
 class _Linear:
     weight: torch.Tensor  # (out, in) float32 values (flex: decoded once)
     bias: torch.Tensor | None
     input: Rounding
     output: Rounding
+    int16: _Int16 | None = None  # set: compiled one-row products run on the mantissas
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,15 @@ def _round(x: torch.Tensor, r: Rounding) -> torch.Tensor:
 
 
 def _linear(x: torch.Tensor, p: _Linear) -> torch.Tensor:
+    """A linear layer with its flex roundings. Compiled, one row (decoding) of a flex16 layer is
+    multiplied on the int16 mantissas (``flex16_linear``: half the weight bytes read); the eager
+    reference and prefill chunks multiply the decoded float32 weights."""
+    q = p.int16
+    if q is not None and torch.compiler.is_compiling() and x.shape[-2] == 1:
+        y = torch.ops.omniflex.flex16_linear(
+            x.float(), q.mantissa, q.x_exponent, q.w_exponent, q.max_mantissa
+        )
+        return _round(y if p.bias is None else y + p.bias, p.output)
     return _round(F.linear(_round(x.float(), p.input), p.weight, p.bias), p.output)
 
 
@@ -122,11 +145,16 @@ def _rows_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _state_rounding(mod: nn.Module, role: str) -> Rounding:
+    st = _ready_state(mod, role)
+    return (math.ldexp(1.0, -st.exponent), math.ldexp(1.0, st.exponent), st.format.max_mantissa)
+
+
+def _ready_state(mod: nn.Module, role: str) -> AutoflexState:
     op = mod.op  # type: ignore[attr-defined]
     st = op.states.get(role)
     if st is None or not st.initialized:
         raise _NotReady(f"{op.name}.{role}")
-    return (math.ldexp(1.0, -st.exponent), math.ldexp(1.0, st.exponent), st.format.max_mantissa)
+    return st
 
 
 class _NotReady(Exception):
@@ -153,7 +181,9 @@ def _check_frozen(mod: nn.Module) -> bool:
     return False
 
 
-def _snap_linear(mod: nn.Module) -> _Linear:
+def _snap_linear(mod: nn.Module, int16: bool = False) -> _Linear:
+    """``mod``'s weights and roundings; ``int16``: also its mantissas for ``flex16_linear``
+    when it is a flex layer whose operands fit int16."""
     if not _check_frozen(mod):
         return _Linear(mod.weight.detach(), _opt(mod.bias), None, None)  # type: ignore[arg-type]
     op = mod.op  # type: ignore[attr-defined]
@@ -164,11 +194,19 @@ def _snap_linear(mod: nn.Module) -> _Linear:
         )
     cfg = mod.flex_config  # type: ignore[attr-defined]
     out = _state_rounding(mod, "output") if cfg.quantize_outputs else None
+    x_state, w = _ready_state(mod, "input"), mod.weight
+    fits = max(x_state.format.max_mantissa, w.state.format.max_mantissa) <= MAX_MANTISSA
+    q = None
+    if int16 and fits and w.mantissa.dtype == torch.int16 and w.dim() == 2:
+        q = _Int16(
+            w.mantissa.detach().clone(), w.exponent, x_state.exponent, x_state.format.max_mantissa
+        )
     return _Linear(
         op.frozen_weight("weight", mod.weight),
         op.frozen_weight("bias", mod.bias),
         _state_rounding(mod, "input"),
         out,
+        q,
     )
 
 
@@ -206,6 +244,9 @@ class CompiledForward:
         model: a float32 model, or a frozen flex16+5 one (see the module docstring).
         compile: run through ``torch.compile`` (False: the same function eagerly — the
             reference the compiled graph is tested against).
+        int16_matvec: decode steps of a flex16 model multiply on the int16 mantissas
+            (``omniflex.flex.int16_matvec``; None: where the kernel is available). False keeps
+            the float32 matmuls of decoded weights everywhere.
 
     Call it like the model: ``fast(ids, cache)`` appends ``ids`` (B, T) after the cache's
     positions and returns the last position's logits (B, 1, V). Until every flex state has run
@@ -215,11 +256,22 @@ class CompiledForward:
     position cache is a kind of its own (``Generator`` calls it only from two positions on).
     """
 
-    def __init__(self, model: OmniModel, *, compile: bool = True) -> None:
+    def __init__(
+        self, model: OmniModel, *, compile: bool = True, int16_matvec: bool | None = None
+    ) -> None:
         if model.training:
             raise FastPathUnsupported("the compiled forward is for inference; call model.eval()")
+        on_cpu = next(model.buffers()).device.type == "cpu"
+        kernel = on_cpu and (int16_matvec is not False) and int16_matvec_available()
+        if int16_matvec and not kernel:
+            raise FastPathUnsupported(
+                "int16_matvec=True, but the int16 matvec kernel is not available here (it needs "
+                "a model on an x86 CPU with AVX2, and a C++ compiler); pass int16_matvec=None "
+                "or False"
+            )
         self.model = model
         self.compile = compile
+        self.int16_matvec = kernel
         self._snapshot: tuple[Any, ...] | None = None
         self._fn = _own_compiled(self._forward) if compile else self._forward
         _check_frozen(model.tok_emb)  # fail early on unsupported models
@@ -253,7 +305,7 @@ class CompiledForward:
             table = emb.weight.dequantize()  # the rows the eager path decodes per use
         else:
             table = emb.weight.detach()
-        layers = []
+        layers, q16 = [], self.int16_matvec and self.compile  # the reference: float32 matmuls
         for block in m.blocks:
             attn, mlp = block.attn, block.mlp
             H, Hkv = attn.n_heads, attn.n_kv_heads
@@ -270,20 +322,20 @@ class CompiledForward:
                 _Layer(
                     block.attn_norm.weight.detach(),
                     block.attn_norm.eps,
-                    _snap_linear(attn.wqkv),
+                    _snap_linear(attn.wqkv, q16),
                     gain.detach(),
                     attn.q_norm.eps,
                     qk,
                     av,
-                    _snap_linear(attn.wo),
+                    _snap_linear(attn.wo, q16),
                     block.mlp_norm.weight.detach(),
                     block.mlp_norm.eps,
-                    _snap_linear(mlp.w13),
-                    _snap_linear(mlp.w2),
+                    _snap_linear(mlp.w13, q16),
+                    _snap_linear(mlp.w2, q16),
                     mlp.hidden,
                 )
             )
-        head = _snap_linear(m.lm_head)
+        head = _snap_linear(m.lm_head, q16)
         return table, tuple(layers), m.norm.weight.detach(), m.norm.eps, head
 
     # ------------------------------------------------------------------ calling

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from omniflex.flex import set_flex_frozen
+from omniflex.flex.int16_matvec import available as int16_matvec_available
 from omniflex.model.compiled import CompiledForward, FastPathUnsupported
 from omniflex.model.kv_cache import KVCache, flex16_decode
 from omniflex.model.transformer import OmniModel
@@ -82,12 +83,21 @@ def test_reference_equals_the_model_bit_for_bit(
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize(("precision", "storage"), [("float32", "float32"), ("flex16+5", "flex16")])
-def test_compiled_stays_within_rounding_of_the_reference(precision: str, storage: str) -> None:
+@pytest.mark.parametrize(
+    ("precision", "storage", "int16_matvec"),
+    [("float32", "float32", None), ("flex16+5", "flex16", None), ("flex16+5", "flex16", False)],
+)
+def test_compiled_stays_within_rounding_of_the_reference(
+    precision: str, storage: str, int16_matvec: bool | None
+) -> None:
+    """Compiled (flex16 decode steps on the int16 mantissas where the kernel is available, and
+    with it switched off) against the eager reference."""
     model = _model(precision)
     ids = _ids()
     want, want_cache = _run_fast(CompiledForward(model, compile=False), ids, storage)
-    got, got_cache = _run_fast(CompiledForward(model), ids, storage)
+    fast = CompiledForward(model, int16_matvec=int16_matvec)
+    assert fast.int16_matvec == (int16_matvec is None and int16_matvec_available())
+    got, got_cache = _run_fast(fast, ids, storage)
     # Fused reductions round differently in the last float32 bit; a flex operand on a rounding
     # boundary then moves one flex step (2**-15 of its range). Logits here are below 1.
     tol = 1e-5 if precision == "float32" else 1e-3
