@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -55,12 +56,14 @@ def available() -> bool:
         return False
     from torch.utils import cpp_extension
 
-    log.info("building the int16 matvec kernel (once; cached by torch.utils.cpp_extension)")
+    build = _build_directory()
+    log.info("loading the int16 matvec kernel from %s (built there once, ~10 s)", build)
     try:
         cpp_extension.load(
             name="omniflex_int16_matvec",
             sources=[str(_SOURCE)],
             extra_cflags=["-O3", "-mavx2", "-mfma"],
+            build_directory=str(build),
             is_python_module=False,
         )
     except (OSError, RuntimeError, ImportError) as err:
@@ -79,6 +82,28 @@ def available() -> bool:
         return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
     return True
+
+
+#: A build lock older than this was left by a process killed mid-build (a build takes ~10 s).
+STALE_LOCK_SECONDS = 300
+
+
+def _build_directory() -> Path:
+    """Where the kernel is built: ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``,
+    one folder per torch version. torch.utils.cpp_extension waits for ever on the lock file of a
+    build whose process was killed (Ctrl-C on a first ``omniflex serve``); a stale one is
+    removed."""
+    base = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    build = Path(base) / f"omniflex_int16_matvec-torch{torch.__version__}"
+    build.mkdir(parents=True, exist_ok=True)
+    lock = build / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink()
+            log.warning("removed a stale build lock %s (a build was interrupted)", lock)
+    except FileNotFoundError:
+        pass
+    return build
 
 
 def flex16_linear(

@@ -100,3 +100,18 @@ def test_switched_off_by_environment() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "not available" in out.stderr
+
+
+def test_a_stale_build_lock_is_removed(tmp_path, monkeypatch) -> None:
+    """A build killed mid-way leaves a lock that cpp_extension would wait on for ever."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    build = int16_matvec._build_directory()
+    assert build.parent == tmp_path and build.is_dir()
+    lock = build / "lock"
+    lock.touch()
+    int16_matvec._build_directory()
+    assert lock.exists()  # a build in progress: kept
+    old = lock.stat().st_mtime - int16_matvec.STALE_LOCK_SECONDS - 1
+    os.utime(lock, (old, old))
+    int16_matvec._build_directory()
+    assert not lock.exists()
