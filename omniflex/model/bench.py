@@ -6,7 +6,9 @@ ours, theirs…) with the median taken, so a noisy shared machine moves both sid
 * ``decode``: tokens/s at batch 1 with the KV cache, against a ``transformers``
   ``GPT2LMHeadModel`` of the same layers, width, heads and vocabulary generating as many tokens
   greedily (target >= 2x); ours eagerly and through ``CompiledForward`` (compiled before the
-  timing: compilation is a one-off cost, reported separately).
+  timing: compilation is a one-off cost, reported separately). The flex16+5 model decodes on
+  its int16 mantissas where ``omniflex.flex.int16_matvec`` is available; ``flex16w_f32matvec``
+  is the same model multiplying decoded float32 weights instead, for the kernel's share.
 * ``train_step``: flex16+5 training step (forward, backward, FlexAdam) over float32 (AdamW),
   tiny recipe (target <= 1.5x).
 * ``inference_step``: flex16+5 weights and flex16 KV cache over float32, for one decode step
@@ -91,12 +93,16 @@ def bench_decode(
     no_constraint = lambda tokens: None  # noqa: E731 - same work as HF: no grammar
 
     fast = {name: CompiledForward(m.eval()) for name, m in models.items()}
+    flex = models["flex16+5"]
+    f32matvec = CompiledForward(flex, int16_matvec=False) if fast["flex16+5"].int16_matvec else None
 
-    def ours(name: str, storage: str, compiled: bool = False) -> Callable[[], int]:
+    def ours(
+        name: str, storage: str, compiled: bool = False, kernel: bool = True
+    ) -> Callable[[], int]:
         def run() -> int:
             gen = Generator(
                 models[name], layout, cache_storage=storage,  # type: ignore[arg-type]
-                fast=fast[name] if compiled else None,
+                fast=(fast[name] if kernel else f32matvec) if compiled else None,
             )  # fmt: skip
             stream = gen.stream(
                 prompt, max_new_tokens=new_tokens, sampling=GREEDY, constraint_fn=no_constraint
@@ -122,6 +128,8 @@ def bench_decode(
         "omni_flex16_compiled": ours("flex16+5", "flex16", compiled=True),
         "omni_flex16w_compiled": ours("flex16+5", "float32", compiled=True),
     }
+    if f32matvec is not None:  # the int16 kernel's share: the same model without it
+        fns["omni_flex16w_f32matvec_compiled"] = ours("flex16+5", "float32", True, kernel=False)
     compile_s = {}  # each compiled variant's first run, before any timing: it compiles
     for key, fn in fns.items():
         if key.endswith("_compiled"):
@@ -136,9 +144,14 @@ def bench_decode(
         for k, v in tps.items()
         if k.startswith("omni_")
     }
+    if f32matvec is not None:  # same model, same cache: with the kernel over without it
+        ratios["ratio_int16_matvec_vs_f32matvec"] = round(
+            tps["omni_flex16w_compiled"] / tps["omni_flex16w_f32matvec_compiled"], 3
+        )
     return {
         "new_tokens": new_tokens,
         "prompt_tokens": prompt_tokens,
+        "int16_matvec": f32matvec is not None,
         "tokens_per_s": {k: round(v, 2) for k, v in tps.items()},
         **ratios,
         "compile_s": compile_s,
