@@ -197,13 +197,6 @@ class AutoflexState:
         noise = None
         if stochastic:
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
-        if clock is not None:
-            stale = self.config.stale_after and clock - self.last_clock > self.config.stale_after
-            if stale and self.initialized:
-                self.initialized = False
-                self.history.clear()
-            self.last_clock = clock
-
         in_place = overwrite and want_values and not want_mantissa and overwrite_pays(x)
 
         def run(exponent: int) -> QuantizeOutput:
@@ -212,48 +205,78 @@ class AutoflexState:
                 want_values=want_values and not in_place, kernel=kernel,
             )  # fmt: skip
 
-        out = run(self.exponent)
-        amax = out.amax
-        if not math.isfinite(amax):
-            where = f" in module '{module}'" if module else ""
-            bad = "NaN" if math.isnan(amax) else "Inf"
-            raise FlexNonFiniteError(
-                f"{bad} reached flex tensor '{self.name}'{where} (shape {tuple(x.shape)}); "
-                "Flexpoint cannot encode it. Check the learning rate and the inputs, or run "
-                "this step with `flex_disabled(model)` to find where it starts."
-            )
-        exponent = self._settle(amax, out.exponent)
+        out = run(self.begin(clock))
+        exponent = self.settle(out.amax, out.exponent, shape=tuple(x.shape), module=module)
         if exponent != out.exponent:
             out = run(exponent)
         if in_place:
             values = requantize_(x, out.exponent, self.format, noise=noise, kernel=kernel)
             out = QuantizeOutput(None, values, out.amax, out.flushes, out.exponent)
+        self.record(out.amax, out.flushes, out.exponent, x.numel())
+        return out
 
-        if self._max_mantissa_at(amax, out.exponent) > self.format.max_mantissa:
+    # ------------------------------------------------- the protocol, one step at a time
+    # ``quantize`` is these three calls around one tensor. An op that quantises a tensor in
+    # parts (``omniflex.flex.attention`` quantises attention scores a block of queries at a
+    # time) makes them itself: it quantises every part at ``begin``'s exponent, settles once on
+    # the maximum of the parts' maxima, quantises again if the exponent moved, and records the
+    # whole tensor's statistics, so the state ends exactly as ``quantize`` of the whole would
+    # leave it.
+    def begin(self, clock: int | None = None) -> int:
+        """Start one update at the owner's ``clock``: a state idle for more than
+        ``stale_after`` steps reinitialises. Returns the predicted exponent to quantise at."""
+        if clock is not None:
+            stale = self.config.stale_after and clock - self.last_clock > self.config.stale_after
+            if stale and self.initialized:
+                self.initialized = False
+                self.history.clear()
+            self.last_clock = clock
+        return self.exponent
+
+    def settle(
+        self, amax: float, exponent: int, *, shape: tuple[int, ...], module: str | None = None
+    ) -> int:
+        """The exponent the whole tensor (of ``shape``, maximum ``amax``, quantised first at
+        ``exponent``) takes: Algorithm 1 on first use, the overflow recompute, or ``exponent``.
+        Raises ``FlexNonFiniteError`` on a NaN or Inf maximum."""
+        if not math.isfinite(amax):
+            where = f" in module '{module}'" if module else ""
+            bad = "NaN" if math.isnan(amax) else "Inf"
+            raise FlexNonFiniteError(
+                f"{bad} reached flex tensor '{self.name}'{where} (shape {shape}); "
+                "Flexpoint cannot encode it. Check the learning rate and the inputs, or run "
+                "this step with `flex_disabled(model)` to find where it starts."
+            )
+        return self._settle(amax, exponent)
+
+    def record(self, amax: float, flushes: int, exponent: int, numel: int) -> None:
+        """Finish one update: the whole tensor (``numel`` elements, maximum ``amax``) was
+        quantised at ``exponent`` with ``flushes`` non-zero values rounded to zero. Counts,
+        warns on saturation and predicts the next exponent."""
+        if self._max_mantissa_at(amax, exponent) > self.format.max_mantissa:
             self.saturations += 1
             if not self._warned_saturation:
                 self._warned_saturation = True
-                at_top = out.exponent == self.format.max_exponent
+                at_top = exponent == self.format.max_exponent
                 fix = (
                     "Use a FlexFormat with a smaller exponent_bias to move the range up."
                     if at_top
                     else "Keep AutoflexConfig.recompute_on_overflow on."
                 )
                 warnings.warn(
-                    f"flex tensor '{self.name}' saturates at exponent {out.exponent} "
-                    f"(max |x| = {amax:.4g} > {self.format.max_value(out.exponent):.4g}); "
+                    f"flex tensor '{self.name}' saturates at exponent {exponent} "
+                    f"(max |x| = {amax:.4g} > {self.format.max_value(exponent):.4g}); "
                     f"values are clipped. {fix}",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
         self.updates += 1
-        self.flushes += out.flushes
-        self.elements += x.numel()
+        self.flushes += flushes
+        self.elements += numel
         self.last_amax = amax
-        self.last_flushes = out.flushes
-        self.last_exponent = out.exponent
-        self.exponent = self.predict(out.exponent) if self.initialized else out.exponent
-        return out
+        self.last_flushes = flushes
+        self.last_exponent = exponent
+        self.exponent = self.predict(exponent) if self.initialized else exponent
 
     def _settle(self, amax: float, exponent: int) -> int:
         """The exponent to quantise at, given the tensor's maximum and the predicted

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omniflex.flex import Matmul
+from omniflex.flex import FlexMatmul, Matmul
+from omniflex.flex.attention import blocked_attention_applies, flex_causal_attention
 
 if TYPE_CHECKING:
     from omniflex.model.kv_cache import KVCache
@@ -171,10 +172,13 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)  # (B, Hkv, S, D)
         S = k.shape[2]
-        if mask is None and 1 < T < S:  # a chunk after cached positions: causal, offset
+        causal = mask is None  # the model's own mask: causal, after any cached positions
+        if causal and 1 < T < S:
             mask = causal_mask(T, S, device=x.device)
         if self._use_sdpa():
             y = self._sdpa(q, k, v, mask)
+        elif causal and T > 1 and self._use_blocked():
+            y = self.blocked_attention(q, k, v)
         else:
             y = self.reference_attention(q, k, v, mask)
         y = self.wo(y.transpose(1, 2).reshape(B, T, H * D))  # (B, T, C)
@@ -191,6 +195,20 @@ class SelfAttention(nn.Module):
                 f"attention runs through {type(self.qk).__name__}; use impl 'auto' or 'reference'"
             )
         return plain and self.impl != "reference"
+
+    def _use_blocked(self) -> bool:
+        # Flex training's path (see blocked_attention); the written-out one stays the reference
+        # for dropout, stochastic rounding, frozen inference and flex_disabled.
+        qk, av = self.qk, self.av
+        return (
+            self.impl == "auto"
+            and isinstance(qk, FlexMatmul)
+            and isinstance(av, FlexMatmul)
+            and qk.flex_enabled
+            and av.flex_enabled
+            and not (self.training and self.dropout_p > 0)
+            and blocked_attention_applies(qk.op, av.op)
+        )
 
     def _sdpa(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
@@ -212,12 +230,9 @@ class SelfAttention(nn.Module):
         mask: torch.Tensor | None,  # (T, S) bool; None = causal (T == S) or all (T == 1)
     ) -> torch.Tensor:
         """Attention written out: ``softmax(q k^T / sqrt(D) + mask) v`` through ``qk``/``av``."""
-        B, H, T, D = q.shape
+        T, D = q.shape[2:]
         S = k.shape[2]
-        if self.n_kv_heads != H:
-            groups = H // self.n_kv_heads
-            k = k.unsqueeze(2).expand(B, self.n_kv_heads, groups, S, D).reshape(B, H, S, D)
-            v = v.unsqueeze(2).expand(B, self.n_kv_heads, groups, S, D).reshape(B, H, S, D)
+        k, v = self._expand_kv(k, v)  # (B, H, S, D)
         scores = self.qk(q * (1.0 / math.sqrt(D)), k.transpose(-1, -2))  # (B, H, T, S)
         if mask is None and T > 1:
             mask = causal_mask(T, S, device=q.device)
@@ -227,6 +242,31 @@ class SelfAttention(nn.Module):
         if self.training and self.dropout_p > 0:
             probs = F.dropout(probs, self.dropout_p)
         return self.av(probs, v)  # (B, H, T, D)
+
+    def blocked_attention(
+        self,
+        q: torch.Tensor,  # (B, H, T, D)
+        k: torch.Tensor,  # (B, Hkv, S, D)
+        v: torch.Tensor,  # (B, Hkv, S, D)
+    ) -> torch.Tensor:
+        """Causal flex attention (the T queries are the last T of S positions), a block of
+        queries at a time: ``omniflex.flex.attention.flex_causal_attention`` through the ``qk``
+        and ``av`` ops. The reference path's flex numbers and Autoflex statistics up to float32
+        summation order, without materialising (B, H, T, S) tensors; of the masked keys' work
+        only the products whose statistics the reference counts are computed."""
+        D = q.shape[-1]
+        k, v = self._expand_kv(k, v)  # (B, H, S, D)
+        return flex_causal_attention(q * (1.0 / math.sqrt(D)), k, v, self.qk.op, self.av.op)
+
+    def _expand_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grouped-query keys and values (B, Hkv, S, D) repeated to every query head."""
+        B, Hkv, S, D = k.shape
+        if Hkv == self.n_heads:
+            return k, v
+        groups = self.n_heads // Hkv
+        k = k.unsqueeze(2).expand(B, Hkv, groups, S, D).reshape(B, self.n_heads, S, D)
+        v = v.unsqueeze(2).expand(B, Hkv, groups, S, D).reshape(B, self.n_heads, S, D)
+        return k, v
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

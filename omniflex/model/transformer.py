@@ -128,8 +128,9 @@ class OmniModel(nn.Module):
         return type(self.lm_head) is not nn.Linear
 
     def set_attention_impl(self, impl: AttentionImpl) -> None:
-        """Attention kernel: ``"auto"`` (SDPA for unconverted float32 models, else the
-        reference), ``"reference"`` or ``"sdpa"``."""
+        """Attention kernel: ``"auto"`` (SDPA for unconverted float32 models; for flex training,
+        ``SelfAttention.blocked_attention``; else the written-out reference), ``"reference"``
+        or ``"sdpa"``."""
         if impl not in ("auto", "reference", "sdpa"):
             raise ValueError(f"attention impl must be auto, reference or sdpa, got {impl!r}")
         for block in self.blocks:
