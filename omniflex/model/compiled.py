@@ -364,8 +364,10 @@ class CompiledForward:
         # A flex16 cache is decoded here, by ATen's vectorised kernels: inductor's CPU code
         # generator does not vectorise int16 loads, so decoding inside the graph runs scalar.
         past_k, past_v = cache.past_values()  # (L, B, Hkv, P, D) float32
-        if T > 1:
-            torch._dynamo.maybe_mark_dynamic(ids, 1)
+        if T > 1:  # one chunk graph for every length (the rope rows too: else the first
+            # chunk's length is baked in through them and the next length compiles again)
+            for t, dim in ((ids, 1), (cos, 0), (sin, 0)):
+                torch._dynamo.maybe_mark_dynamic(t, dim)
         torch._dynamo.maybe_mark_dynamic(past_k, 3)
         torch._dynamo.maybe_mark_dynamic(past_v, 3)
         flex16 = cache.storage == "flex16"

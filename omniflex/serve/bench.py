@@ -8,7 +8,7 @@ time, followed by silence, and lets server VAD end the turn. At the client we ti
 
 Reported (JSON):
 
-* ``latency_ms``: min / p50 / p90 / mean over the single-session turns;
+* ``latency_ms``: min / p50 / p90 / mean / max over the single-session turns;
 * ``floor_ms``: the compute floor of the same turns, measured in the server process: the rest
   of the prefill (``end_user_audio``) + the answer up to its first decoded audio chunk;
   ``ratio_p50_to_floor`` = p50 latency / p50 floor;
@@ -174,7 +174,7 @@ async def _session(url: str, model: str, questions: list[Question], speed: float
 
 def _stats(values: list[float]) -> dict[str, float | int | None]:
     if not values:
-        return {"n": 0, "min": None, "p50": None, "p90": None, "mean": None}
+        return {"n": 0, "min": None, "p50": None, "p90": None, "mean": None, "max": None}
     v = np.asarray(values, dtype=np.float64)
     return {
         "n": int(v.size),
@@ -182,6 +182,7 @@ def _stats(values: list[float]) -> dict[str, float | int | None]:
         "p50": round(float(np.percentile(v, 50)), 1),
         "p90": round(float(np.percentile(v, 90)), 1),
         "mean": round(float(v.mean()), 1),
+        "max": round(float(v.max()), 1),
     }
 
 
