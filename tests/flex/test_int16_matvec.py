@@ -64,6 +64,13 @@ def test_nan_rows_and_max_mantissa() -> None:
     assert torch.isnan(y[1]).all() and y[0, 0].item() == sum(min(i, 7) for i in range(16))
 
 
+def test_empty_operands() -> None:
+    no_features = flex16_linear(torch.zeros(2, 0), 0, torch.zeros(3, 0, dtype=torch.int16), 0)
+    assert no_features.equal(torch.zeros(2, 3))  # empty sums
+    no_rows = flex16_linear(torch.zeros(0, 4), 0, torch.ones(3, 4, dtype=torch.int16), 0)
+    assert no_rows.shape == (0, 3)
+
+
 def test_bad_operands_name_the_problem() -> None:
     w = torch.zeros(4, 8, dtype=torch.int16)
     with pytest.raises(RuntimeError, match="features"):

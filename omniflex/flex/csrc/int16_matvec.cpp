@@ -96,6 +96,7 @@ at::Tensor flex16_linear(
   std::vector<int64_t> sizes(xc.sizes().begin(), xc.sizes().end());
   sizes.back() = N;
   at::Tensor y = at::empty(sizes, xc.options());
+  if (K == 0) return y.zero_();  // empty sums
   if (N == 0 || M == 0) return y;
 
   // The inputs' mantissas, and which rows hold a NaN.
