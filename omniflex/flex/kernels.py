@@ -35,6 +35,7 @@ from omniflex.flex.format import FlexFormat
 __all__ = [
     "KernelName",
     "QuantizeOutput",
+    "compile_variant",
     "overwrite_pays",
     "quantize_reference",
     "quantize_tensor",
@@ -146,16 +147,17 @@ def _scale_tensors(exponent: int, device: torch.device) -> tuple[torch.Tensor, t
 @functools.cache
 def _compiled_core(variant: tuple[bool, bool, bool, torch.dtype]) -> Callable[..., Any]:
     """One compiled kernel per (want_mantissa, want_values, stochastic, storage dtype)."""
-    return _compile_copy(_quantize_core_packed, variant)
+    return compile_variant(_quantize_core_packed, variant)
 
 
 @functools.cache
 def _compiled_requantize(stochastic: bool) -> Callable[..., Any]:
-    return _compile_copy(_requantize_core, (stochastic,))
+    return compile_variant(_requantize_core, (stochastic,))
 
 
-def _compile_copy(core: Callable[..., Any], variant: tuple[Any, ...]) -> Callable[..., Any]:
-    """``torch.compile`` of a copy of ``core``'s code, named after ``variant``.
+def compile_variant(core: Callable[..., Any], variant: tuple[Any, ...]) -> Callable[..., Any]:
+    """``torch.compile`` of a copy of ``core``'s code, named after ``variant`` (``core``'s
+    flags, which it receives again as arguments: dynamo specialises on them).
 
     Dynamo caps recompilations per *code object*; giving each variant its own copy of the code
     keeps the variants from using up one shared budget (and from recompiling each other away).

@@ -74,6 +74,11 @@ class FlexWeight(torch.Tensor):
     def state(self) -> AutoflexState:
         return self._store.state
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether re-quantisation after an update rounds stochastically."""
+        return self._store.stochastic
+
     def flex(self) -> FlexTensor:
         """The storage as a ``FlexTensor`` (shares the mantissa tensor)."""
         return FlexTensor(self._store.mantissa, self._store.exponent, self._store.state.format)

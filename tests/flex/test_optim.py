@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from omniflex.flex import FlexAdam, FlexConfig, FlexSGD, FlexWeight, convert_to_flex
+from omniflex.flex.kernels import cxx_compiler_found
 
 
 def problem(seed=0):
@@ -87,3 +88,65 @@ def test_named_parameters_name_the_optimizer_states():
     model(torch.randn(3, 4)).sum().backward()
     opt.step()
     assert "optim.0.weight.momentum" in {s.name for s in opt.flex_states()}
+
+
+def _adam_run(kernel, weight_decay, decoupled, steps=4, resumed_steps=3):
+    """FlexAdam on a flex layer and a plain float32 parameter in one optimizer, saved, loaded
+    into a fresh copy and resumed; returns everything the run leaves behind."""
+    torch.manual_seed(0)
+    model = convert_to_flex(nn.Linear(16, 8))
+    extra = nn.Parameter(torch.randn(6))
+    config = FlexConfig(kernel=kernel)
+    make = lambda m, e: FlexAdam(  # noqa: E731
+        [*m.parameters(), e], lr=0.05, weight_decay=weight_decay, decoupled=decoupled,
+        config=config,
+    )  # fmt: skip
+    opt = make(model, extra)
+    x, y = problem()
+    y = y @ torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+
+    def train(model, extra, opt, n):
+        for _ in range(n):
+            loss = (model(x) + extra.sum() - y).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    train(model, extra, opt, steps)
+    saved = copy.deepcopy(opt.state_dict())
+    model2, extra2 = copy.deepcopy(model), copy.deepcopy(extra)
+    opt2 = make(model2, extra2)
+    opt2.load_state_dict(saved)
+    train(model2, extra2, opt2, resumed_steps)
+    fused = [opt2._fuses(p) for p in (model2.weight, extra2)]
+    weights = [
+        (p.mantissa, p.exponent, p.state.state_dict()) if isinstance(p, FlexWeight) else p.detach()
+        for p in [*model2.parameters(), extra2]
+    ]
+    return weights, opt2.state_dict(), fused
+
+
+def _assert_same(a, b, where="run"):
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+@pytest.mark.skipif(not cxx_compiler_found(), reason="the fused FlexAdam step needs a compiler")
+@pytest.mark.parametrize("weight_decay,decoupled", [(0.0, True), (0.1, True), (0.1, False)])
+def test_fused_adam_step_equals_the_reference_bit_for_bit(weight_decay, decoupled):
+    # kernel="eager" runs FlexAdam._update_reference; "compiled" the fused step after the first
+    weights, state, fused = _adam_run("compiled", weight_decay, decoupled)
+    ref_weights, ref_state, ref_fused = _adam_run("eager", weight_decay, decoupled)
+    assert fused == [True, True] and ref_fused == [False, False]
+    _assert_same(weights, ref_weights, "weights")  # mantissas, exponents, Autoflex states
+    _assert_same(state, ref_state, "optimizer")  # moments, exponents, Autoflex states, steps
