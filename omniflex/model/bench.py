@@ -68,7 +68,7 @@ def bench_decode(
     *,
     new_tokens: int = 64,
     prompt_tokens: int = 16,
-    repeats: int = 3,
+    repeats: int = 5,
 ) -> dict[str, Any]:
     """Greedy decode at batch 1 (prefill included on both sides) against HF GPT-2."""
     try:
