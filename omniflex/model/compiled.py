@@ -7,7 +7,9 @@ tensors, with the weights snapshotted (flex weights decoded once) and the flex e
 as constants, and hands it to ``torch.compile``: inductor fuses norms, RoPE, every flex rounding
 and the encoding of the new cache entries into a few C++ loops around the matmuls, and the whole
 step runs without returning to Python. A flex16 cache's stored positions are decoded just before
-the graph, by ATen (inductor does not vectorise int16 on CPU).
+the graph, by ATen (inductor does not vectorise int16 on CPU). A flex16+5 model's decode steps
+multiply on the int16 mantissas (``omniflex.flex.int16_matvec``, where it is available: half the
+weight bytes, read over half of a step); prefill chunks multiply the decoded float32 weights.
 
 **Reference.** Called with ``compile=False`` the same function runs eagerly and performs the
 ops of ``OmniModel.forward`` in the same order, so its logits and cache entries equal the
