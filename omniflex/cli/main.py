@@ -525,8 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
             "tokens/s at batch 1 with the KV cache against a Hugging Face transformers GPT-2 of "
             "the same layers, width, heads and vocabulary (needs `pip install transformers`), "
             "ours eagerly and through the compiled forward (compiled before timing; the "
-            "compilation's seconds are reported); flex16+5 training step at the tiny recipe's "
-            "batch (8 x 512) and inference step time against float32; flex16 weight and "
+            "compilation's seconds are reported; flex16+5 also without the int16 decode "
+            "kernel, for its share); flex16+5 training step at the tiny recipe's batch "
+            "(8 x 512, after 2 untimed warm-up steps) and inference step time against "
+            "float32; flex16 weight and "
             "KV-cache bytes against float32. Prints JSON with each ratio beside its target."
         ),
     )
