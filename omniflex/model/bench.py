@@ -176,7 +176,7 @@ def bench_train_step(
 
     The first ``warmup`` steps of each are run untimed and reported apart (``warmup_s``): a
     flex model's first step initialises every Autoflex state (Algorithm 1 reruns ops until
-    their maxima fit: ~8 s here) and its second compiles FlexAdam's fused update; both are
+    their maxima fit: 4-8 s here) and its second compiles FlexAdam's fused update; both are
     one-off costs of a run, like compilation."""
     from omniflex.flex import FlexAdam
 
@@ -214,8 +214,8 @@ def bench_train_step(
         k: {part: round(statistics.median(v[warmup:]), 4) for part, v in d.items()}
         for k, d in parts.items()
     }
-    warmup_s = {
-        k: [round(f + o, 2) for f, o in zip(*(d[part][:warmup] for part in d), strict=True)]
+    warmup_s = {  # whole steps: forward + backward + optimizer
+        k: [round(d["forward_backward"][i] + d["optimizer"][i], 2) for i in range(warmup)]
         for k, d in parts.items()
     }
     ratio = t["flex16+5"] / t["float32"]
