@@ -5,16 +5,17 @@ reading the weights (the tiny model's 24 MB of float32 weights were ~55 % of a c
 step here). A flex16 weight *is* int16 mantissas and one exponent, and a frozen flex input is
 int16 mantissas on its state's grid, so the product can be taken on the mantissas: half the
 bytes read, and 16 products per AVX2 instruction (``vpmaddwd``). ``csrc/int16_matvec.cpp`` does
-that; this module builds it on first use (``torch.utils.cpp_extension``: ~10 s once, cached in
-``TORCH_EXTENSIONS_DIR``) and registers it as ``torch.ops.omniflex.flex16_linear`` with a fake
-implementation, so ``torch.compile`` graphs call it as an opaque kernel.
+that; this module builds it on first use (``torch.utils.cpp_extension``: ~10 s once, kept under
+``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``) and registers it as
+``torch.ops.omniflex.flex16_linear`` with a fake implementation, so ``torch.compile`` graphs call
+it as an opaque kernel.
 
 **Reference.** ``flex16_linear_reference``: the input rounded as a frozen flex op rounds it,
 times the decoded weight, by ``F.linear`` in float32. The kernel sums each pair of products
 exactly in int32 and accumulates in float32, so it differs from the reference only in float32
-summation rounding (tested). Rows are independent and the kernel reads its weight rows in place
-of a BLAS kernel, so it pays only for a few rows: callers use it for decoding (one row a
-sequence), a matmul for prefill.
+summation rounding (tested). It is a matrix-vector product, not a blocked matmul, so it pays
+off for a few rows only: callers use it for decoding (one row a sequence) and a BLAS matmul of
+the decoded weights for prefill.
 
 **Availability.** ``available()`` is False — and callers take the float32 path — without AVX2
 and FMA, without a C++ compiler, with ``OMNIFLEX_INT16_MATVEC=off``, or when the build fails (a
