@@ -26,7 +26,7 @@ import torch
 from omniflex.flex.autoflex import AutoflexState
 from omniflex.flex.config import FlexConfig
 from omniflex.flex.format import FlexTensor
-from omniflex.flex.kernels import compile_variant, resolve_kernel
+from omniflex.flex.kernels import _quantize_core_packed, compile_variant, resolve_kernel
 from omniflex.flex.weight import FlexWeight
 
 __all__ = ["FlexAdam", "FlexRMSprop", "FlexSGD"]
@@ -352,22 +352,6 @@ class FlexRMSprop(_FlexOptimizer):
         self._apply(p, self._quantize(p, "update", update, step))
 
 
-def _pack_int16(q: torch.Tensor) -> torch.Tensor:
-    """Integer-valued float32 ``q`` (n,) as int16 pairs in int32 words (n/2,): inductor's CPU
-    backend vectorises int32 stores but not int16 ones (see ``kernels._quantize_core_packed``)."""
-    pairs = q.to(torch.int32).view(-1, 2)
-    return (pairs[:, 0] & 0xFFFF) | (pairs[:, 1] << 16)
-
-
-def _quantize_stats(
-    x: torch.Tensor, inv_scale: torch.Tensor, max_mantissa: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``kernels._quantize_core_packed``'s arithmetic: mantissas (as float), max |x|, flushes."""
-    q = torch.minimum(torch.maximum(torch.round(x * inv_scale), -max_mantissa), max_mantissa)
-    flushes = ((x != 0) & (q == 0)).sum(dtype=torch.int32)
-    return q, x.abs().amax(), flushes
-
-
 def _adam_core(
     m: torch.Tensor,  # (n,) float32, m_{t-1} * beta1 + (1 - beta1) * g, not yet quantised
     r: torch.Tensor,  # (n,) float32, sqrt(r_{t-1}**2 * beta2 + (1 - beta2) * g**2), unquantised
@@ -385,7 +369,7 @@ def _adam_core(
     reference's float32 operations in the reference's order (the compiler is told not to
     contract them into fused multiply-adds), so every bit agrees; ``tests/flex/test_optim.py``
     checks that against the reference path. Quantisation is
-    ``kernels._quantize_core_packed``'s, at exponents given in ``hyper``: (-lr/bc1, sqrt(bc2),
+    ``kernels._quantize_core_packed`` itself, at exponents given in ``hyper``: (-lr/bc1, sqrt(bc2),
     eps, lr * weight_decay, w_scale_old, the scales of m, sqrt(v) and the update, then the
     inverse scales of those and of the new weight, the formats' largest mantissas: as data,
     not Python ints, which the compiler keeps symbolic and then leaves the loop unvectorised).
@@ -397,29 +381,36 @@ def _adam_core(
     step_size, bc2_sqrt, eps, lr_decay, w_scale_old = (hyper[i] for i in range(5))
     m_scale, r_scale, u_scale, m_inv, r_inv, u_inv, w_inv = (hyper[i] for i in range(5, 12))
     max_mantissa, max_mantissa_w = hyper[12], hyper[13]
-    m_q, m_amax, m_flushes = _quantize_stats(m, m_inv, max_mantissa)
-    r_q, r_amax, r_flushes = _quantize_stats(r, r_inv, max_mantissa)
+    m_packed, m_values, m_stats = _quantize(m, m_inv, m_scale, max_mantissa)
+    r_packed, r_values, r_stats = _quantize(r, r_inv, r_scale, max_mantissa)
     # _rms's floor: the root at the storage's resolution (half a step)
-    r_floored = torch.clamp_min(r_q * r_scale, 0.5 * r_scale)
-    update = step_size * (m_q * m_scale) / (r_floored / bc2_sqrt + eps)
+    r_floored = torch.clamp_min(r_values, 0.5 * r_scale)
+    update = step_size * m_values / (r_floored / bc2_sqrt + eps)
     w_old = w * w_scale_old if flex_weight else w
     if decoupled:
         update = update - lr_decay * w_old
-    u_q, u_amax, u_flushes = _quantize_stats(update, u_inv, max_mantissa)
+    _, u_values, u_stats = _quantize(update, u_inv, u_scale, max_mantissa, want_mantissa=False)
     if flex_weight:
-        w_new = w_old + u_q * u_scale
-        w_q, w_amax, w_flushes = _quantize_stats(w_new, w_inv, max_mantissa_w)
-        out = _pack_int16(w_q)
+        out, _, w_stats = _quantize(w_old + u_values, w_inv, 1.0, max_mantissa_w, want_values=False)
     else:
-        w_amax = w_flushes = torch.zeros((), dtype=torch.int32)
-        out = u_q * u_scale
-    stats = torch.stack(
-        [
-            t.double()
-            for t in (m_amax, m_flushes, r_amax, r_flushes, u_amax, u_flushes, w_amax, w_flushes)
-        ]
-    )
-    return _pack_int16(m_q), _pack_int16(r_q), out, stats
+        out, w_stats = u_values, torch.zeros(2, dtype=torch.float64)
+    return m_packed, r_packed, out, torch.cat([m_stats, r_stats, u_stats, w_stats])
+
+
+def _quantize(
+    x: torch.Tensor,
+    inv_scale: torch.Tensor,
+    scale: torch.Tensor | float,
+    max_mantissa: torch.Tensor,
+    *,
+    want_mantissa: bool = True,
+    want_values: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """``kernels._quantize_core_packed`` (round to nearest, int16 mantissas as packed pairs):
+    the quantiser every flex kernel uses, traced into ``_adam_core``'s graph."""
+    return _quantize_core_packed(
+        x, inv_scale, scale, None, max_mantissa, torch.int16, want_mantissa, want_values
+    )  # type: ignore[arg-type]
 
 
 @functools.cache
