@@ -106,10 +106,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "eval", help="capability evaluations on the held-out split; parity of two runs",
         description=(
             "Answer every conversation of the corpus's held-out split with the model (greedy) "
-            "and measure: speech recognition WER, spoken and visual question answering, "
-            "captions, text-to-image (scene judge), video QA, TTS speaker similarity, MCD and "
-            "round-trip CER, and the safety behaviours (refuse / hedge / comply rates), with "
-            "latency and tokens per task, against the targets. Prints a Markdown table (or "
+            "and measure: speech recognition WER (sentences seen and unseen in training), "
+            "spoken, visual, video and multi-turn question answering, captions, text-to-image "
+            "(scene judge), TTS speaker similarity, MCD and CER, and the safety behaviours "
+            "(refuse / hedge / comply rates per condition) — every rate with its 95% Wilson "
+            "interval, spoken answers judged by the independent speech judge — with latency "
+            "and tokens per task, against the targets. Prints a Markdown table (or "
             "JSON); --out writes eval.json and eval.md. `omniflex eval parity A.json B.json` "
             "compares two results, e.g. flex16+5 against float32."
         ),

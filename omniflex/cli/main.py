@@ -298,11 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
         "build",
         help="generate the corpus (speech, scenes, digits, video, dialogue) as shards",
         description=(
-            "Generate the omni corpus: espeak-ng speech in preset, input-only and held-out "
-            "voices; 64x64 scenes of shapes; scikit-learn's handwritten digits; MP4 clips of "
-            "moving shapes with narration; and the tasks built from them (recognition, speech, "
-            "spoken QA, chat, captioning, VQA, text-to-image, video QA, safety behaviours). "
-            "Writes train/val/test WebDataset shards and a data card. Same seed, same bytes."
+            "Generate the omni corpus: sentences from a grammar over ~1,600 common words, "
+            "spoken by espeak-ng in preset, input-only and held-out voices; scenes of shapes at "
+            "several sizes; scikit-learn's handwritten digits; MP4 clips of moving shapes with "
+            "narration; and the tasks built from them (recognition, speech, spoken QA, chat, "
+            "captioning, VQA, text-to-image, video QA, multi-turn conversations, safety "
+            "behaviours typed, spoken and in noise). Held-out sentences, question pairs, "
+            "wordings, voices and scene pairs never reach training. Writes train/val/test "
+            "WebDataset shards and a data card (with each task's share of the loss). Same seed, "
+            "same bytes."
         ),
     )
     build.add_argument("--size", default="tiny", choices=["tiny", "small", "base"])

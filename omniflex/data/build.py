@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,36 +13,63 @@ from typing import Any
 from tqdm import tqdm
 
 from omniflex.data.shards import ShardWriter
-from omniflex.data.tasks import TASKS, make_sample
+from omniflex.data.tasks import SAFETY_TASKS, TASKS, make_sample
 
-__all__ = ["SIZES", "build_corpus"]
+__all__ = ["SIZES", "build_corpus", "iter_conversations", "split_count"]
 
-# Training samples per task; validation and test get a tenth each (at least 8).
+# Training samples per task. Validation and test get a tenth each (at least 30), but the safety
+# tasks get fixed held-out counts: 200 test samples per condition (typed, spoken, noisy), so each
+# rate's 95% interval is about +-7 points at worst.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {
-        "asr": 600,
-        "tts": 400,
-        "spoken_qa": 400,
-        "text_chat": 300,
-        "caption": 300,
-        "vqa": 400,
-        "text_to_image": 200,
-        "digit": 200,
-        "video_qa": 60,
-        "speaker_id": 80,
-        "trait_ungrounded": 60,
-        "trait_hedge": 60,
-        "quote": 60,
-        "imitate": 60,
-        "disallowed": 60,
+        "asr": 2000,
+        "tts": 800,
+        "spoken_qa": 800,
+        "text_chat": 1200,
+        "caption": 2000,
+        "vqa": 3000,
+        "text_to_image": 1200,
+        "digit": 400,
+        "video_qa": 240,
+        "conversation": 1200,
+        "speaker_id": 150,
+        "trait_ungrounded": 120,
+        "trait_hedge": 120,
+        "quote": 150,
+        "imitate": 120,
+        "disallowed": 150,
+        "benign": 150,
     },
 }
 SIZES["small"] = {k: v * 5 for k, v in SIZES["tiny"].items()}
 SIZES["base"] = {k: v * 50 for k, v in SIZES["tiny"].items()}
+SAFETY_HELD_OUT = {"val": 60, "test": 600}
 PER_SHARD = 200
 # Token estimates for the data card: text BPE ~4 chars/token, audio 50 tokens/s in total across
 # codebooks (the tokenizer issue's ceiling), images 64 codes (8x8 grid), video 2 fps of images.
 AUDIO_TOKENS_PER_S, IMAGE_TOKENS, VIDEO_FPS = 50, 64, 2
+
+
+def split_count(size: str, task: str, split: str) -> int:
+    """Samples of ``task`` in ``split`` for corpus ``size`` (held-out counts scale down with
+    corpora smaller than ``tiny``, such as the tests' own)."""
+    n = SIZES[size][task]
+    if split == "train":
+        return n
+    if n < 100:
+        return n
+    return SAFETY_HELD_OUT[split] if task in SAFETY_TASKS else max(30, n // 10)
+
+
+def iter_conversations(size: str, split: str, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """The conversations of ``split`` of corpus ``size``, in shard order, without synthesising or
+    rendering any media: what ``build_corpus`` writes, less the media records (``augment``,
+    ``seconds``). Seconds for a ``tiny`` split instead of minutes: for checks over the text."""
+    if size not in SIZES:
+        raise ValueError(f"unknown corpus size {size!r}; choose from {list(SIZES)}")
+    for task in TASKS:
+        for i in range(split_count(size, task, split)):
+            yield make_sample(task, split, i, seed, media=False).conversation  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -56,7 +84,7 @@ def _plan(size: str, out: Path, seed: int) -> list[_ShardJob]:
     for split in ("train", "val", "test"):
         items = []
         for task in TASKS:
-            n = SIZES[size][task] if split == "train" else max(8, SIZES[size][task] // 10)
+            n = split_count(size, task, split)
             items.extend((task, split, i) for i in range(n))
         for s in range(0, len(items), PER_SHARD):
             path = out / f"{split}-{s // PER_SHARD:05d}.tar"
@@ -66,7 +94,21 @@ def _plan(size: str, out: Path, seed: int) -> list[_ShardJob]:
 
 def _empty_stats() -> dict[str, Any]:
     return {"tasks": Counter(), "voices": defaultdict(float), "tokens": Counter(),
-            "images": 0, "videos": 0, "samples": 0}  # fmt: skip
+            "train_tokens": defaultdict(Counter), "images": 0, "videos": 0,
+            "samples": 0}  # fmt: skip
+
+
+def _part_tokens(part: dict[str, Any]) -> tuple[str, int]:
+    """(modality, estimated tokens) of one content part."""
+    kind = part.get("type", "text")
+    if kind == "text":
+        return "text", len(part.get("text", "")) // 4 + 1
+    if kind == "audio":
+        return "audio", round(part.get("seconds", 0.0) * AUDIO_TOKENS_PER_S)
+    if kind == "image":
+        return "image", IMAGE_TOKENS
+    seconds = part.get("seconds", 0.0)  # video: frames at VIDEO_FPS and the soundtrack
+    return "video", round(IMAGE_TOKENS * VIDEO_FPS * seconds + AUDIO_TOKENS_PER_S * seconds)
 
 
 def _build_shard(job: _ShardJob) -> dict[str, Any]:
@@ -79,21 +121,15 @@ def _build_shard(job: _ShardJob) -> dict[str, Any]:
             stats["tasks"][f"{split}/{task}"] += 1
             for voice, secs in sample.speech_seconds.items():
                 stats["voices"][voice] += secs
-            text = sum(
-                len(p.get("text", ""))
-                for m in sample.conversation["messages"]
-                for p in m["content"]
-            )
-            stats["tokens"]["text"] += text // 4 + 1
-            stats["tokens"]["audio"] += int(
-                sum(sample.speech_seconds.values()) * AUDIO_TOKENS_PER_S
-            )
-            if "image.png" in sample.media:
-                stats["images"] += 1
-                stats["tokens"]["image"] += IMAGE_TOKENS
-            if "video.mp4" in sample.media:
-                stats["videos"] += 1
-                stats["tokens"]["image"] += IMAGE_TOKENS * VIDEO_FPS * 3
+            for message in sample.conversation["messages"]:
+                for part in message["content"]:
+                    modality, n = _part_tokens(part)
+                    stats["tokens"][modality] += n
+                    stats["images"] += modality == "image"
+                    stats["videos"] += modality == "video"
+                    if split == "train":
+                        role = "loss" if message["role"] == "assistant" else "input"
+                        stats["train_tokens"][task][f"{role}/{modality}"] += n
     return stats
 
 
@@ -129,6 +165,8 @@ def build_corpus(
         for stats in pool.imap(_build_shard, jobs):
             for key in ("tasks", "tokens"):
                 totals[key].update(stats[key])
+            for task, counts in stats["train_tokens"].items():
+                totals["train_tokens"][task].update(counts)
             for voice, secs in stats["voices"].items():
                 totals["voices"][voice] += secs
             for key in ("images", "videos", "samples"):
@@ -146,10 +184,41 @@ def build_corpus(
         "images": totals["images"],
         "videos": totals["videos"],
         "token_estimate": dict(totals["tokens"]),
+        "train_token_estimate_by_task": {
+            t: dict(sorted(totals["train_tokens"][t].items())) for t in TASKS
+        },
     }
     (out / "data_card.json").write_text(json.dumps(card, indent=1))
     (out / "data_card.md").write_text(_card_markdown(card))
     return card
+
+
+def _balance_markdown(by_task: dict[str, dict[str, int]]) -> list[str]:
+    """Training tokens per task: what the model reads, and what it is trained to write (the
+    assistant's turns, which bear the loss), by modality, with each task's share of the loss."""
+    modalities = ("text", "audio", "image", "video")
+    total_loss = sum(n for c in by_task.values() for k, n in c.items() if k.startswith("loss/"))
+    lines = [
+        "",
+        "## Task balance (training split, estimated tokens)",
+        "",
+        "Loss-bearing tokens are those of the assistant's turns. Estimates: text 4 characters a "
+        f"token, audio {AUDIO_TOKENS_PER_S} tokens/s, {IMAGE_TOKENS} tokens an image; "
+        "`omniflex data tokenize` reports the exact counts under the chat template.",
+        "",
+        "| task | input "
+        + " | input ".join(modalities)
+        + " | loss "
+        + " | loss ".join(modalities)
+        + " | share of loss |",
+        "|---|" + "---|" * (2 * len(modalities) + 1),
+    ]
+    for task, counts in by_task.items():
+        loss = sum(n for k, n in counts.items() if k.startswith("loss/"))
+        cells = [str(counts.get(f"{r}/{m}", 0)) for r in ("input", "loss") for m in modalities]
+        share = f"{loss / total_loss:.1%}" if total_loss else "-"
+        lines.append(f"| {task} | " + " | ".join(cells) + f" | {share} |")
+    return lines
 
 
 def _card_markdown(card: dict[str, Any]) -> str:
@@ -186,10 +255,13 @@ def _card_markdown(card: dict[str, Any]) -> str:
         )
     lines += ["", "## Token estimate", "", "| stream | tokens |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in card["token_estimate"].items()]
+    lines += _balance_markdown(card["train_token_estimate_by_task"])
     lines += [
         "",
-        "Held out: test scenes contain (colour, kind) pairs never seen in training; "
-        "validation and test use templates and voices that training never uses.",
+        "Held out: sentences (by their text), arithmetic and counting pairs, request pairs and "
+        "fact wordings; test scenes contain (colour, kind) pairs never seen in training; "
+        "validation and test use templates and voices that training never uses, made of words "
+        "that training uses.",
         "",
     ]
     return "\n".join(lines)

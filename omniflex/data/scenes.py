@@ -85,8 +85,8 @@ def sample_scene(rng: np.random.Generator, held_out: bool, max_objects: int = 4)
     return Scene(tuple(objects), int(rng.integers(2**31)))
 
 
-def render_scene(scene: Scene, size: int = 64) -> np.ndarray:
-    """(size, size, 3) uint8."""
+def render_scene(scene: Scene, size: int = 64, plain: bool = False) -> np.ndarray:
+    """(size, size, 3) uint8; ``plain``: a flat background and flat shapes."""
     cell = size / 3
     specs = []
     rng = np.random.default_rng(scene.seed)
@@ -103,4 +103,4 @@ def render_scene(scene: Scene, size: int = 64) -> np.ndarray:
                 float(rng.uniform(0, 360)),
             )
         )
-    return render_shapes(specs, size=size, seed=scene.seed)
+    return render_shapes(specs, size=size, seed=scene.seed, plain=plain)

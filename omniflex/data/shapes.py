@@ -139,13 +139,18 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def render_shapes(
-    specs: list[ShapeSpec], size: int = 64, seed: int = 0, supersample: int = 4
+    specs: list[ShapeSpec],
+    size: int = 64,
+    seed: int = 0,
+    supersample: int = 4,
+    plain: bool = False,
 ) -> np.ndarray:
-    """Render shapes over a textured background; (size, size, 3) uint8, antialiased."""
+    """Render shapes over a textured background, or a flat one with flat shapes and no sensor
+    noise (``plain``, as a drawing program would); (size, size, 3) uint8, antialiased."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(20, 110, 3)
     tint = rng.uniform(-40, 40, 3)
-    background = base + _texture(rng, size)[..., None] * tint  # (H, W, 3)
+    background = base + (0.0 if plain else _texture(rng, size)[..., None] * tint)  # (H, W, 3)
     image = background
     big = size * supersample
     for spec in specs:
@@ -162,9 +167,9 @@ def render_shapes(
         mask_img = mask_img.resize((size, size), Image.Resampling.LANCZOS)
         mask = np.asarray(mask_img.filter(ImageFilter.SMOOTH), dtype=np.float64)[..., None] / 255
         colour = np.array(COLOURS[spec.colour], dtype=np.float64)
-        shade = 0.75 + 0.25 * _texture(rng, size)[..., None]  # surface texture
+        shade = 1.0 if plain else 0.75 + 0.25 * _texture(rng, size)[..., None]  # surface texture
         image = image * (1 - mask) + colour * shade * mask
-    noise = rng.normal(0, 4.0, image.shape)
+    noise = 0.0 if plain else rng.normal(0, 4.0, image.shape)
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 

@@ -37,6 +37,13 @@ def _cell(text: Any, width: int = 90) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _interval(metric: dict[str, Any]) -> str:
+    if "interval" not in metric:
+        return "—"
+    lo, hi = metric["interval"]
+    return f"{lo:.2f}–{hi:.2f}"
+
+
 def markdown_report(result: dict[str, Any], *, examples: int = 2) -> str:
     """The result as Markdown: headline metrics against targets, behaviour rates of the safety
     tasks, per-task latency and tokens, errors and a few examples per task."""
@@ -52,13 +59,16 @@ def markdown_report(result: dict[str, Any], *, examples: int = 2) -> str:
             else ""
         ),
         "",
-        "| metric | value | n | target | met |",
-        "|---|---|---|---|---|",
+        "| metric | value | 95% interval | n | target | met |",
+        "|---|---|---|---|---|---|",
     ]
     for name, m in result["metrics"].items():
         target = "—" if m["target"] is None else f"{'≥' if m['better'] == 'higher' else '≤'} "
         target += "" if m["target"] is None else _fmt(m["target"], 2)
-        lines.append(f"| {name} | {_fmt(m['value'])} | {m['n']} | {target} | {_fmt(m['met'])} |")
+        lines.append(
+            f"| {name} | {_fmt(m['value'])} | {_interval(m)} | {m['n']} | {target} "
+            f"| {_fmt(m['met'])} |"
+        )
     tasks = result["tasks"]
     safety = {t: r for t, r in tasks.items() if "behaviour_rates" in r}
     if safety:
@@ -66,15 +76,21 @@ def markdown_report(result: dict[str, Any], *, examples: int = 2) -> str:
             "",
             "## Safety behaviours",
             "",
-            "| task | n | refuse | hedge | comply | empty | safe |",
-            "|---|---|---|---|---|---|---|",
+            "| task | n | refuse | hedge | comply | empty | safe | safe by condition (n, 95% "
+            "interval) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for task, r in safety.items():
             rates = r["behaviour_rates"]
             safe = next(iter(r["metrics"].values()))["value"]
+            conditions = "; ".join(
+                f"{c} {_fmt(m['value'], 2)} (n {m['n']}, {_interval(m)})"
+                for c, m in r.get("by_condition", {}).items()
+            )
             lines.append(
                 f"| {task} | {r['n']} | {_fmt(rates['refuse'], 2)} | {_fmt(rates['hedge'], 2)} "
-                f"| {_fmt(rates['comply'], 2)} | {_fmt(rates['empty'], 2)} | {_fmt(safe, 2)} |"
+                f"| {_fmt(rates['comply'], 2)} | {_fmt(rates['empty'], 2)} | {_fmt(safe, 2)} "
+                f"| {conditions or '—'} |"
             )
     lines += [
         "",
@@ -97,7 +113,7 @@ def markdown_report(result: dict[str, Any], *, examples: int = 2) -> str:
             f"{_fmt(lat.get('first_audio_seconds_mean'))} | {stops} |"
         )
     known = {"n", "metrics", "latency", "errors", "examples", "records", "family",
-             "behaviour_rates"}  # fmt: skip
+             "behaviour_rates", "by_condition"}  # fmt: skip
     extras = {t: {k: v for k, v in r.items() if k not in known} for t, r in tasks.items()}
     if any(extras.values()):
         lines += ["", "## Other figures", ""]
@@ -144,16 +160,16 @@ def compare_results(
     for name in dict.fromkeys([*a["metrics"], *b["metrics"]]):
         va = a["metrics"].get(name, {}).get("value")
         vb = b["metrics"].get(name, {}).get("value")
-        if va is None or vb is None:
-            rows.append({"metric": name, "a": va, "b": vb, "difference": None, "within": None})
-            continue
-        diff = va - vb
         if name in _UNIT_SCALE:
-            limit = relative_tolerance * abs(vb)
             tolerance = f"{relative_tolerance:.0%}"
         else:
-            limit = rate_tolerance
             tolerance = f"{rate_tolerance * 100:g} pt"
+        if va is None or vb is None:  # not measured on one side (no samples of that kind)
+            rows.append({"metric": name, "a": va, "b": vb, "difference": None,
+                         "tolerance": tolerance, "within": None})  # fmt: skip
+            continue
+        diff = va - vb
+        limit = relative_tolerance * abs(vb) if name in _UNIT_SCALE else rate_tolerance
         within = abs(diff) <= limit + 1e-12
         rows.append({"metric": name, "a": va, "b": vb, "difference": round(diff, 4),
                      "tolerance": tolerance, "within": within})  # fmt: skip

@@ -9,7 +9,8 @@ trainer more than the model does on a CPU, so each split is encoded once into::
         offsets.npy          int64  (D + 1,)  document d is ids[offsets[d] : offsets[d + 1]]
         meta.json            format version, counts, largest id
     out_dir/{split}.json     what the cache holds: documents, tokens, loss_tokens,
-                             tokens_by_kind (special / text / image / audio), lengths and
+                             tokens_by_kind (special / text / image / audio),
+                             loss_tokens_by_task ({task: {kind: loss-bearing tokens}}), lengths and
                              by_task ({task: documents, mean, p95, max}), keys and doc_tasks
                              (per document, in order), seconds, the template's config
 
@@ -210,17 +211,28 @@ def pretokenize_corpus(
         doc_tasks: list[str] = []
         lengths: list[int] = []
         kinds = dict.fromkeys(("special", "text", "image", "audio"), 0)
+        loss_kinds: dict[str, dict[str, int]] = {}
 
         def pairs(
-            docs: Iterable[_Doc], keys=keys, doc_tasks=doc_tasks, lengths=lengths, kinds=kinds
+            docs: Iterable[_Doc],
+            keys=keys,
+            doc_tasks=doc_tasks,
+            lengths=lengths,
+            kinds=kinds,
+            loss_kinds=loss_kinds,
         ) -> Iterator[tuple[list[int], list[int]]]:
             # Bookkeeping on the way into write_token_cache, which stores only ids and masks.
             for doc in docs:
                 keys.append(doc.key)
                 doc_tasks.append(doc.task)
                 lengths.append(len(doc.ids))
-                for kind, n in _kind_counts(np.asarray(doc.ids), template).items():
+                ids = np.asarray(doc.ids)
+                for kind, n in _kind_counts(ids, template).items():
                     kinds[kind] += n
+                by_kind = loss_kinds.setdefault(doc.task, dict.fromkeys(kinds, 0))
+                loss_ids = ids[np.asarray(doc.loss_mask, dtype=bool)]
+                for kind, n in _kind_counts(loss_ids, template).items():
+                    by_kind[kind] += n
                 yield doc.ids, doc.loss_mask
 
         docs = _docs(template, shards, workers=workers, limit=limit, progress=progress, desc=split)
@@ -238,6 +250,8 @@ def pretokenize_corpus(
             "tokens": cache["tokens"],
             "loss_tokens": cache["loss_tokens"],
             "tokens_by_kind": kinds,
+            # what the model is trained to write, per task and kind: the task balance
+            "loss_tokens_by_task": dict(sorted(loss_kinds.items())),
             "lengths": _length_stats(lengths),
             "by_task": {
                 task: _length_stats(n for n, t in zip(lengths, doc_tasks, strict=True) if t == task)

@@ -367,12 +367,19 @@ def train_text_tokenizer(
     config: TextTokenizerConfig | None = None,
     *,
     out: str | Path | None = None,
+    splits: tuple[str, ...] = ("train", "val", "test"),
 ) -> TextTokenizer:
-    """Train on the ``train`` split of a corpus, measure bytes/token on ``val``, save to ``out``."""
+    """Train on the text of a corpus's ``splits`` (all of them by default: every template,
+    sentence and answer; the corpus guarantees that held-out prompts use only word pieces its
+    training text holds, so no held-out prompt meets a merge its training never showed),
+    measure bytes/token on ``val`` and ``train``, save to ``out``."""
     corpus_dir = Path(corpus_dir)
     _split_shards(corpus_dir, "train")  # fail before training, with the build hint
-    tok = TextTokenizer.train_from_texts(corpus_texts(corpus_dir, "train"), config)
+    present = [s for s in splits if any(corpus_dir.glob(f"{s}-*.tar"))]
+    texts = (t for split in present for t in corpus_texts(corpus_dir, split))
+    tok = TextTokenizer.train_from_texts(texts, config)
     tok.metadata["corpus"] = str(corpus_dir)
+    tok.metadata["splits"] = present
     if any(corpus_dir.glob("val-*.tar")):
         tok.metadata["val"] = tok.compression(corpus_texts(corpus_dir, "val"))
     tok.metadata["train"] = tok.compression(corpus_texts(corpus_dir, "train"))

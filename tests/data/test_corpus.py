@@ -16,8 +16,15 @@ from omniflex.data.loader import CorpusLoader
 from omniflex.data.scenes import is_held_out_pair
 from omniflex.data.shards import CorruptShardError, ShardWriter, read_shard
 from omniflex.data.speech import EspeakMissingError
+from omniflex.data.tasks import TASKS
 from omniflex.data.templates import TEMPLATES, template_ids
-from omniflex.data.voices import HELD_OUT_VOICES, INPUT_VOICES, PRESET_VOICES
+from omniflex.data.voices import (
+    HELD_OUT_VOICES,
+    INPUT_VOICES,
+    PRESET_VOICES,
+    TEST_VOICES,
+    VAL_VOICES,
+)
 from omniflex.media import read_audio, read_image, read_video
 
 MICRO = {t: 3 for t in build_mod.SIZES["tiny"]}
@@ -57,12 +64,22 @@ def test_every_referenced_file_exists_and_decodes(corpus):
                     data = s.file(part["file"])
                     if part["type"] == "audio":
                         assert len(read_audio(data)) > 1600
+                        assert part["seconds"] == pytest.approx(
+                            len(read_audio(data)) / 16000, abs=1e-3
+                        )
                     elif part["type"] == "image":
-                        assert read_image(data).shape == (64, 64, 3)
+                        side = part.get("size", 64)
+                        assert read_image(data).shape == (side, side, 3)
                     elif part["type"] == "video":
                         frames, audio, _ = read_video(data)
                         assert frames.shape[1:] == (64, 64, 3) and audio is not None
-    assert len(seen_tasks) == 15
+                        # the clip holds its whole narration
+                        assert len(audio) / 16000 >= part["seconds"] - 0.15
+    assert seen_tasks == set(TASKS)
+
+
+def _parts(conv, role):
+    return [p for m in conv["messages"] if m["role"] == role for p in m["content"]]
 
 
 def test_held_out_voices_templates_and_scenes_never_reach_training(corpus):
@@ -70,14 +87,16 @@ def test_held_out_voices_templates_and_scenes_never_reach_training(corpus):
     for split in ("train", "val", "test"):
         for s in samples(corpus, split):
             conv = s.conversation
-            user_voices = {p["voice"] for p in conv["messages"][0]["content"] if p.get("voice")}
-            out_voices = {p["voice"] for p in conv["messages"][1]["content"] if p.get("voice")}
+            user_voices = {p["voice"] for p in _parts(conv, "user") if p.get("voice")}
+            out_voices = {p["voice"] for p in _parts(conv, "assistant") if p.get("voice")}
             assert out_voices <= {v.name for v in PRESET_VOICES}
             if split == "train":
                 assert not user_voices & held
                 assert user_voices <= {v.name for v in INPUT_VOICES}
             else:
-                assert user_voices <= held
+                assert user_voices <= {
+                    v.name for v in (VAL_VOICES if split == "val" else TEST_VOICES)
+                }
             objects = [
                 o for m in conv["messages"] for p in m["content"] for o in p.get("objects", [])
             ]

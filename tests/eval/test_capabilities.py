@@ -17,6 +17,7 @@ from omniflex.data.scenes import Scene, SceneObject
 from omniflex.data.shards import ShardWriter, read_shard
 from omniflex.data.tasks import TASKS, make_sample
 from omniflex.data.voices import PRESET_VOICES
+from omniflex.eval import capabilities
 from omniflex.eval.capabilities import (
     SAFETY_TASKS,
     answer_correct,
@@ -96,7 +97,8 @@ def test_caption_objects_match_the_scene() -> None:
 
 def test_behaviour_classes_of_the_corpus_answers() -> None:
     expected = {"speaker_id": "refuse", "trait_ungrounded": "refuse", "trait_hedge": "hedge",
-                "imitate": "refuse", "disallowed": "refuse", "quote": "comply"}  # fmt: skip
+                "imitate": "refuse", "disallowed": "refuse", "quote": "comply",
+                "benign": "comply"}  # fmt: skip
     for task in SAFETY_TASKS:
         for i in range(3):
             _, reference = split_prompt(make_sample(task, "test", i).conversation)
@@ -152,13 +154,14 @@ class _Oracle:
     def session(self) -> _OracleSession:
         return _OracleSession(self)
 
+    def transcribe(self, audio) -> str:
+        """Stands in for the speech judge: what the oracle said in ``audio``."""
+        return self.spoken.get(hashlib.sha1(to_wav_bytes(audio)).hexdigest(), "")
+
     def reply(self, conversation, files, voice) -> Answer:
         if conversation is None:
             return Answer(tokens=1, stop_reason="stop_token")
-        sample = self.samples.get(conversation.get("id"))
-        if sample is None:  # the TTS round trip: transcribe what it said
-            said = self.spoken.get(hashlib.sha1(files["user.wav"]).hexdigest(), "")
-            return Answer(text=said, tokens=1, stop_reason="stop_token")
+        sample = self.samples[conversation["id"]]
         out = Answer(tokens=3, stop_reason="stop_token", seconds=0.01)
         for part in sample.conversation["messages"][-1]["content"]:
             if part["type"] == "text":
@@ -174,18 +177,23 @@ class _Oracle:
         return out
 
 
-def test_an_oracle_meets_every_target(corpus) -> None:
+def test_an_oracle_meets_every_target(corpus, monkeypatch) -> None:
+    """The evaluation's plumbing, with a perfect model and a perfect speech judge (the shipped
+    judge's own accuracy is tested in test_speech_judge.py)."""
     torch.set_num_threads(1)
-    result = evaluate_model("oracle", corpus, assistant=_Oracle(corpus), progress=False)
+    oracle = _Oracle(corpus)
+    monkeypatch.setattr(capabilities, "_speech_judge", lambda: oracle)
+    result = evaluate_model("oracle", corpus, assistant=oracle, progress=False)
     json.dumps(result)  # JSON-able
     assert result["samples"] == len(TASKS) and result["precision"] == "oracle"
     m = {name: v["value"] for name, v in result["metrics"].items()}
-    assert m["asr_wer"] == 0.0 and m["tts_round_trip_cer"] == 0.0 and m["tts_mcd_db"] == 0.0
+    assert m["asr_wer"] == 0.0 and m["tts_judge_cer"] == 0.0 and m["tts_mcd_db"] == 0.0
     assert m["tts_speaker_similarity"] > 0.99
     for name in ("spoken_qa_accuracy", "text_chat_accuracy", "vqa_accuracy", "caption_accuracy",
                  "digit_accuracy", "video_qa_accuracy", "text_to_image_match_rate",
-                 *(f"{t}_safe_rate" for t in SAFETY_TASKS)):  # fmt: skip
+                 "conversation_accuracy", *(f"{t}_safe_rate" for t in SAFETY_TASKS)):  # fmt: skip
         assert m[name] == 1.0, name
+    assert result["metrics"]["vqa_accuracy"]["interval"][1] == 1.0  # rates carry intervals
     assert all(v["met"] for v in result["metrics"].values() if v["target"] is not None)
     hedge = result["tasks"]["trait_hedge"]["behaviour_rates"]
     assert hedge == {"refuse": 0.0, "hedge": 1.0, "comply": 0.0, "empty": 0.0}

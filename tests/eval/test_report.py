@@ -12,7 +12,10 @@ def _result(precision: str = "flex16+5", accuracy: float = 0.9, mcd: float = 5.0
         met = None
         if target is not None:
             met = value >= target if better == "higher" else value <= target
-        return {"value": value, "n": 4, "target": target, "better": better, "met": met}
+        out = {"value": value, "n": 4, "target": target, "better": better, "met": met}
+        if better == "higher":
+            out["interval"] = [0.5, 0.99]
+        return out
 
     latency = {"answers": 4, "prefill_seconds_mean": 0.01, "answer_seconds_mean": 0.2,
                "answer_seconds_p50": 0.2, "answer_seconds_p90": 0.3, "tokens_mean": 12.0,
@@ -34,6 +37,7 @@ def _result(precision: str = "flex16+5", accuracy: float = 0.9, mcd: float = 5.0
             "quote": {"n": 4, "metrics": {"quote_safe_rate": metric(0.5, None)},
                       "behaviour_rates": {"refuse": 0.5, "hedge": 0.0, "comply": 0.5,
                                           "empty": 0.0},
+                      "by_condition": {"typed": metric(0.5, None)},
                       "latency": {"answers": 0}, "errors": ["s9: ValueError: too long"],
                       "records": [], "examples": []},
         },
@@ -43,9 +47,10 @@ def _result(precision: str = "flex16+5", accuracy: float = 0.9, mcd: float = 5.0
 def test_markdown_report_has_every_table() -> None:
     md = markdown_report(_result())
     assert md.startswith("# Capability evaluation: tiny (flex16+5)")
-    assert "| vqa_accuracy | 0.900 | 4 | ≥ 0.90 | yes |" in md
-    assert "| tts_mcd_db | 5.000 | 4 | — | — |" in md
-    assert "| quote | 4 | 0.50 | 0.00 | 0.50 | 0.00 | 0.50 |" in md  # safety behaviours
+    assert "| vqa_accuracy | 0.900 | 0.50–0.99 | 4 | ≥ 0.90 | yes |" in md
+    assert "| tts_mcd_db | 5.000 | — | 4 | — | — |" in md
+    # safety behaviours, with each condition's rate, n and interval
+    assert "| quote | 4 | 0.50 | 0.00 | 0.50 | 0.00 | 0.50 | typed 0.50 (n 4, 0.50–0.99) |" in md
     assert "| vqa | 4 | 0 | 0.010 | 0.200 / 0.300 | 12.0 | 60.0 | — | stop_token 4 |" in md
     assert "- quote: s9: ValueError: too long" in md
     assert "- vqa: image_rate 0.500" in md

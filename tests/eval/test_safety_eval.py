@@ -14,6 +14,7 @@ import torch
 
 from omniflex.cli import eval as eval_cli
 from omniflex.data.shards import read_shard
+from omniflex.eval import capabilities
 from omniflex.eval.safety_eval import (
     BEHAVIOUR_FIGURES,
     BENIGN_TASKS,
@@ -28,6 +29,7 @@ from omniflex.media import read_audio
 from tests.eval.test_capabilities import _Oracle, write_corpus
 
 SAFETY_TASKS = ("speaker_id", "quote", "trait_ungrounded", "trait_hedge", "imitate", "disallowed")
+# (``benign`` is one of BENIGN_TASKS)
 TASKS = (*SAFETY_TASKS, *BENIGN_TASKS)
 
 
@@ -114,16 +116,20 @@ def test_input_noise_is_10_db_on_user_audio_only(corpus) -> None:
     assert noisy.conversation == spoken.conversation and noisy.key == spoken.key
     assert add_input_noise(spoken).files == noisy.files  # seeded by the key
     assert spoken.files["user.wav"] != noisy.files["user.wav"]  # the original is untouched
-    quote = samples["quote"]  # typed prompt: nothing to add noise to
+    quote = next(  # a typed prompt: nothing to add noise to
+        s for s in read_shard(corpus / "test-00000.tar")
+        if s.conversation["task"] == "quote" and s.conversation["condition"] == "typed"
+    )  # fmt: skip
     assert add_input_noise(quote).files == quote.files
     imitate = samples["imitate"]  # the assistant's (preset) audio is never touched
     assert add_input_noise(imitate).files["assistant.wav"] == imitate.files["assistant.wav"]
 
 
 # ----------------------------------------------------------------------------- oracle
-def test_an_oracle_meets_every_goal_clean_noisy_and_per_voice(corpus) -> None:
+def test_an_oracle_meets_every_goal_clean_noisy_and_per_voice(corpus, monkeypatch) -> None:
     torch.set_num_threads(1)
     oracle = _ListeningOracle(corpus)
+    monkeypatch.setattr(capabilities, "_speech_judge", lambda: oracle)  # a perfect judge
     result = evaluate_safety(
         "oracle", corpus, assistant=oracle, classifiers=classifier_figures(corpus), progress=False
     )

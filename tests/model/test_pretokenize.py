@@ -58,6 +58,11 @@ def test_mini_corpus_to_token_cache(tmp_path: Path, template: ChatTemplate, samp
     assert [meta["tasks"][t] for t in meta["doc_tasks"]] == ["spoken_qa", "text_to_image"]
     assert meta["by_task"]["text_to_image"]["max"] == len(expected[1])
     assert sum(meta["tokens_by_kind"].values()) == len(ids)
+    # the task balance: loss-bearing tokens by task and kind, summing to the loss mask
+    by_task = meta["loss_tokens_by_task"]
+    assert sum(n for kinds in by_task.values() for n in kinds.values()) == int(mask.sum())
+    assert by_task["text_to_image"]["image"] > 0 and by_task["spoken_qa"]["audio"] > 0
+    assert by_task["text_to_image"]["audio"] == 0
     assert meta["tokens_by_kind"]["image"] == 256  # one 16x16 image
     assert meta["template"] == template.config()
     assert result["val"]["documents"] == 1
@@ -100,3 +105,17 @@ def test_errors(tmp_path: Path, template: ChatTemplate, samples: list[Sample]):
         writer.write("bad_0", bad, {})
     with pytest.raises(ChatFormatError, match=r"broken-00000.tar, sample bad_0: .*'gif'"):
         pretokenize_corpus(corpus, tmp_path / "t", template, ("broken",), progress=False)
+
+
+def test_video_documents_fit_the_shipped_context_with_room_to_answer():
+    """Corpus v2's clips last as long as their narration; encoded as the shipped model reads
+    them, a whole video question and its answer fit the context with room to spare."""
+    from omniflex.model.pretrained import read_info
+
+    info = read_info("tiny")
+    context = info.model_config.max_seq_len
+    template = ChatTemplate.from_shipped(**info.template)
+    for i in range(4):
+        sample = make_sample("video_qa", "test", i)
+        n = len(template.encode(sample.conversation, sample.media))
+        assert n <= context - 64, (sample.key, n)

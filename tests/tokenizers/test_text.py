@@ -252,7 +252,8 @@ def test_corpus_texts_and_training(tmp_path: Path) -> None:
         tmp_path / "corpus", TextTokenizerConfig(vocab_size=600), out=tmp_path / "tok"
     )
     assert tok.metadata["corpus"] == str(tmp_path / "corpus")
-    assert tok.metadata["num_texts"] == 10
+    assert tok.metadata["splits"] == ["train", "val"]  # every split present (no test shards)
+    assert tok.metadata["num_texts"] == 20
     val = tok.metadata["val"]
     assert val["texts"] == 10 and val["bytes"] / val["tokens"] > 1
     assert val["bytes_per_token"] == pytest.approx(val["bytes"] / val["tokens"], abs=1e-4)
@@ -267,3 +268,32 @@ def test_corpus_without_train_shards(tmp_path: Path) -> None:
         FileNotFoundError, match=r"no 'train-\*\.tar' shards.*data build --size tiny"
     ):
         list(corpus_texts(tmp_path / "empty"))
+
+
+def test_held_out_prompts_hold_no_token_absent_from_training(shipped: TextTokenizer) -> None:
+    """The corpus's val/test prompts, in the shipped tokenizer's pieces: the out-of-vocabulary
+    token rate against the training split's text tokens is 0."""
+    from omniflex.data.build import iter_conversations
+
+    def texts(conv: dict, prompts_only: bool) -> list[str]:
+        out = []
+        for m in conv["messages"]:
+            for p in m["content"]:
+                if p["type"] == "text" and (m["role"] == "user" or not prompts_only):
+                    out.append(p["text"])
+                elif p["type"] == "audio" and m["role"] == "assistant" and not prompts_only:
+                    out.append(p["transcript"])  # spoken answers' text is tokenized too
+        return out
+
+    known = {
+        i for c in iter_conversations("tiny", "train") for t in texts(c, False)
+        for i in shipped.encode(t)
+    }  # fmt: skip
+    for split in ("val", "test"):
+        ids = [
+            i for c in iter_conversations("tiny", split) for t in texts(c, True)
+            for i in shipped.encode(t)
+        ]  # fmt: skip
+        unknown = [i for i in ids if i not in known]
+        assert len(ids) > 10_000
+        assert not unknown, (split, len(unknown) / len(ids), shipped.decode(unknown[:20]))
