@@ -74,11 +74,14 @@ def flex_causal_attention(
     qk_op: FlexOp,
     av_op: FlexOp,
     block_size: int = BLOCK_SIZE,
+    segments: torch.Tensor | None = None,  # (B, S) integer document ids of the key positions
 ) -> torch.Tensor:
     """``softmax(q k^T + causal mask) v`` (B, H, T, D) with ``q @ k^T`` in ``qk_op`` and
     ``probs @ v`` in ``av_op``, as ``flex_matmul`` computes them, a block of queries at a time.
 
     The T queries are the last T of the S key positions: query i sees keys ``j <= S - T + i``.
+    ``segments`` (packed documents) also hides every key of another document: query i sees
+    key j only where ``segments[b, S - T + i] == segments[b, j]`` (a block-diagonal mask).
     """
     if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ValueError(
@@ -89,9 +92,15 @@ def flex_causal_attention(
         raise ValueError(f"{q.shape[2]} queries but only {k.shape[2]} keys: T must be <= S")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if segments is not None and tuple(segments.shape) != (q.shape[0], k.shape[2]):
+        raise ValueError(
+            f"segments must be (B, S) = ({q.shape[0]}, {k.shape[2]}), got {tuple(segments.shape)}"
+        )
     qk_op.tick()
     av_op.tick()
-    return _FlexCausalAttentionFn.apply(q.float(), k.float(), v.float(), qk_op, av_op, block_size)
+    return _FlexCausalAttentionFn.apply(
+        q.float(), k.float(), v.float(), qk_op, av_op, block_size, segments
+    )
 
 
 @dataclass
@@ -174,6 +183,20 @@ def _future_bias(block: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(block, block - 1, device=device).masked_fill_(cols >= rows, float("-inf"))
 
 
+def _mask_other_documents_(
+    scores: torch.Tensor, segments: torch.Tensor | None, heads: int, rows: slice
+) -> None:
+    """Add -inf to a block's scores (BH, Tb, lim) where the key lies in another document than
+    the query row (``segments``: (B, S); ``rows``: the block's query positions among S)."""
+    if segments is None:
+        return
+    lim = scores.shape[-1]
+    other = segments[:, rows, None] != segments[:, None, :lim]  # (B, Tb, lim)
+    bias = torch.zeros(other.shape, dtype=scores.dtype, device=scores.device)
+    bias.masked_fill_(other, float("-inf"))
+    scores.view(-1, heads, *scores.shape[1:]).add_(bias.unsqueeze(1))
+
+
 def _mask_future_(scores: torch.Tensor, bias: torch.Tensor) -> None:
     """Add ``_future_bias`` to a block's scores (BH, Tb, lim), whose last key is its last
     row's causal limit."""
@@ -185,7 +208,7 @@ def _mask_future_(scores: torch.Tensor, bias: torch.Tensor) -> None:
 class _FlexCausalAttentionFn(torch.autograd.Function):
     # Blocks are (B*H, Tb, lim): 3-D, so every product is one bmm into a workspace or a view.
     @staticmethod
-    def forward(ctx, q, k, v, qk_op: FlexOp, av_op: FlexOp, block: int):  # type: ignore[override]
+    def forward(ctx, q, k, v, qk_op: FlexOp, av_op: FlexOp, block: int, segments):  # type: ignore[override]
         B, H, T, D = q.shape
         S = k.shape[2]
         BH, offset = B * H, S - T
@@ -217,6 +240,7 @@ class _FlexCausalAttentionFn(torch.autograd.Function):
                         scores.observe(torch.bmm(q_blk, kt3[..., lim:], out=masked))
                     scores.quantize_(s)
                 _mask_future_(s, bias)
+                _mask_other_documents_(s, segments, H, slice(offset + r0, offset + r1))
                 p = torch._softmax(s, -1, False, out=_take(work_p, BH, tb, lim))
                 torch.bmm(probs.quantize_(p), v3[:, :lim], out=y[:, r0:r1])
             return y.view(B, H, T, D)
@@ -229,7 +253,7 @@ class _FlexCausalAttentionFn(torch.autograd.Function):
         if scores is not None:
             scores.record()
         probs.record()
-        ctx.ops, ctx.block = (qk_op, av_op), block
+        ctx.ops, ctx.block, ctx.segments = (qk_op, av_op), block, segments
         ctx.flex = (q_flex, kt_flex, v_flex)
         ctx.exponents = (scores.exponent if scores is not None else None, probs.exponent)
         return av_op.output("output", y)
@@ -237,7 +261,7 @@ class _FlexCausalAttentionFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         qk_op, av_op = ctx.ops
-        block = ctx.block
+        block, segments = ctx.block, ctx.segments
         e_scores, e_probs = ctx.exponents
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         need_scores = need_q or need_k  # the probabilities' gradient feeds only q's and k's
@@ -272,6 +296,7 @@ class _FlexCausalAttentionFn(torch.autograd.Function):
                 if e_scores is not None:  # forward's values again, at its settled exponent
                     requantize_(s, e_scores, fmt_s, kernel=kernel_s)
                 _mask_future_(s, bias)
+                _mask_other_documents_(s, segments, H, slice(offset + r0, offset + r1))
                 p = torch._softmax(s, -1, False, out=_take(work_p, BH, tb, lim))  # float32
                 if grad_vt is not None:
                     p_values = requantize_(
@@ -312,4 +337,4 @@ class _FlexCausalAttentionFn(torch.autograd.Function):
             grad_q = qk_op.values("grad_a", grad_q, owned=True).view(B, H, T, D)
         if grad_kt is not None:
             grad_k = qk_op.values("grad_b", grad_kt, owned=True).view(B, H, D, S).transpose(2, 3)
-        return grad_q, grad_k, grad_v, None, None, None
+        return grad_q, grad_k, grad_v, None, None, None, None

@@ -35,6 +35,7 @@ __all__ = [
     "additive_mask",
     "apply_rope",
     "causal_mask",
+    "document_mask",
     "rms_norm",
 ]
 
@@ -159,7 +160,10 @@ class SelfAttention(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,  # (T, S) bool, True = may attend; None = causal over T
         cache: KVCache | None = None,
+        segments: torch.Tensor | None = None,  # (B, T) document ids of packed documents
     ) -> torch.Tensor:
+        """``segments`` (training on packed documents, no cache) makes the mask block-diagonal
+        as well as causal: a position attends only to earlier positions of its own document."""
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.wqkv(x).view(B, T, H + 2 * Hkv, D)
@@ -173,12 +177,20 @@ class SelfAttention(nn.Module):
             k, v = cache.update(self.layer_index, k, v)  # (B, Hkv, S, D)
         S = k.shape[2]
         causal = mask is None  # the model's own mask: causal, after any cached positions
-        if causal and 1 < T < S:
+        if segments is not None:
+            if cache is not None or not causal or segments.shape != (B, T):
+                raise ValueError(
+                    "segments (B, T) apply to training on packed documents: causal attention "
+                    f"over the T positions, no cache and no mask; got {tuple(segments.shape)}"
+                )
+            if not (T > 1 and self._use_blocked()):
+                mask = document_mask(segments)  # (B, 1, T, T)
+        elif causal and 1 < T < S:
             mask = causal_mask(T, S, device=x.device)
         if self._use_sdpa():
             y = self._sdpa(q, k, v, mask)
         elif causal and T > 1 and self._use_blocked():
-            y = self.blocked_attention(q, k, v)
+            y = self.blocked_attention(q, k, v, segments)
         else:
             y = self.reference_attention(q, k, v, mask)
         y = self.wo(y.transpose(1, 2).reshape(B, T, H * D))  # (B, T, C)
@@ -248,6 +260,7 @@ class SelfAttention(nn.Module):
         q: torch.Tensor,  # (B, H, T, D)
         k: torch.Tensor,  # (B, Hkv, S, D)
         v: torch.Tensor,  # (B, Hkv, S, D)
+        segments: torch.Tensor | None = None,  # (B, S)
     ) -> torch.Tensor:
         """Causal flex attention (the T queries are the last T of S positions), a block of
         queries at a time: ``omniflex.flex.attention.flex_causal_attention`` through the ``qk``
@@ -256,7 +269,9 @@ class SelfAttention(nn.Module):
         only the products whose statistics the reference counts are computed."""
         D = q.shape[-1]
         k, v = self._expand_kv(k, v)  # (B, H, S, D)
-        return flex_causal_attention(q * (1.0 / math.sqrt(D)), k, v, self.qk.op, self.av.op)
+        return flex_causal_attention(
+            q * (1.0 / math.sqrt(D)), k, v, self.qk.op, self.av.op, segments=segments
+        )
 
     def _expand_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grouped-query keys and values (B, Hkv, S, D) repeated to every query head."""
@@ -277,6 +292,13 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     already (their probabilities are 0). The forward values are the same."""
     bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return bias.masked_fill_(~mask, float("-inf"))
+
+
+def document_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) bool from (B, T) document ids: causal, and only within a document."""
+    T = segments.shape[1]
+    same = segments.unsqueeze(2) == segments.unsqueeze(1)  # (B, T, T)
+    return (same & causal_mask(T, T, device=segments.device)).unsqueeze(1)
 
 
 def causal_mask(T: int, S: int, device: torch.device | None = None) -> torch.Tensor:

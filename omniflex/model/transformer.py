@@ -55,8 +55,9 @@ class Block(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         cache: KVCache | None,
+        segments: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache)
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, segments)
         return x + self.mlp(self.mlp_norm(x))  # (B, T, C)
 
 
@@ -151,6 +152,7 @@ class OmniModel(nn.Module):
         *,
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
         last_only: bool = False,
     ) -> ModelOutput:
         """Logits for every position of ``input_ids`` and, with ``targets``, the loss.
@@ -164,6 +166,8 @@ class OmniModel(nn.Module):
                 positions and attend to all of them.
             positions: (T,) or (B, T) RoPE positions; default ``cache.length + arange(T)``
                 (or ``arange(T)`` without a cache). Masking always follows storage order.
+            segments: (B, T) document ids when a row packs several documents: a position
+                attends only to its own document (pass ``positions`` restarting at 0 in each).
             last_only: compute logits of the last position only (decoding: skips the head's
                 (T-1) x V work).
         """
@@ -185,7 +189,7 @@ class OmniModel(nn.Module):
         if self.config.dropout and self.training:
             x = self.dropout(x)
         for block in self.blocks:
-            x = block(x, cos, sin, None, cache)  # causal within T; attends to the cache
+            x = block(x, cos, sin, None, cache, segments)  # causal; attends to the cache
         if cache is not None:
             cache.advance(T)
         x = self.norm(x)

@@ -16,6 +16,8 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from omniflex.train.dataset import Packing
+
 __all__ = ["PRECISIONS", "TrainConfig"]
 
 # The model's precisions (omniflex.model.config.PRECISIONS, kept in step by a test): flex16+5
@@ -40,6 +42,9 @@ class TrainConfig:
     Data (token caches written by ``write_token_cache``):
         train_data, val_data: cache folders; ``val_data`` may be empty (no validation).
         seq_len: tokens per training sequence (each block holds ``seq_len + 1`` tokens).
+        packing: ``"stream"`` (documents run on across blocks, attention across them) or
+            ``"documents"`` (whole documents only, block-diagonal attention, positions
+            restarting per document; see ``omniflex.train.dataset``).
 
     Optimisation:
         batch_size: *global* sequences per optimizer step, over all ranks and micro-steps, so
@@ -73,6 +78,7 @@ class TrainConfig:
     train_data: str = "data/tiny/tokens/train"
     val_data: str = "data/tiny/tokens/val"
     seq_len: int = 256
+    packing: Packing = "stream"
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 3e-3
@@ -229,8 +235,8 @@ def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return dict(value)
-        if kind in ("Device", "Parallel"):
-            allowed = get_args(Device if kind == "Device" else Parallel)
+        if kind in ("Device", "Parallel", "Packing"):
+            allowed = get_args({"Device": Device, "Parallel": Parallel, "Packing": Packing}[kind])
             if value not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {value!r}")
             return value

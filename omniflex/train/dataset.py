@@ -8,12 +8,23 @@ stores a split of them as one folder of memory-mappable arrays::
     <path>/offsets.npy    int64  (D + 1,)     document d is ids[offsets[d]:offsets[d + 1]]
     <path>/meta.json      format version, token and document counts, largest id
 
-Training reads the token stream in blocks of ``seq_len + 1`` tokens (inputs are the first
-``seq_len``, targets the last ``seq_len``); documents run on across block boundaries, as in
-GPT-style packing, so no token is padding. Each epoch starts the blocks at a seeded offset in
-``[0, seq_len)`` (so block boundaries move between epochs) and visits them in a seeded order;
-``(seed, epoch)`` fixes both. The position — epoch and blocks consumed — is all the state there
-is: ``state_dict()`` / ``load_state_dict()`` resume at the exact next block.
+Training reads blocks of ``seq_len + 1`` tokens (inputs are the first ``seq_len``, targets the
+last ``seq_len``), packed one of two ways (``packing``):
+
+* ``"stream"``: documents run on across block boundaries, as in GPT-style packing, so no token
+  is padding. Each epoch starts the blocks at a seeded offset in ``[0, seq_len)`` (so block
+  boundaries move between epochs) and visits them in a seeded order. A block may start in the
+  middle of a conversation, and attention runs across documents.
+* ``"documents"``: whole documents only. Each epoch shuffles the documents and packs them
+  first-fit into rows (at most ``ROW_WINDOW`` rows open at a time), padding the rest of a row
+  with ``<|pad|>`` (no loss). Each block also carries per-token ``segments`` (the document's
+  place in its row, -1 for padding) and ``positions`` restarting at 0 in each document, which
+  the model turns into a block-diagonal causal mask and RoPE positions: no example starts or
+  ends mid-conversation, and no token sees another document. A document longer than a block
+  cannot be trained whole and is left out (counted in ``skipped_documents``).
+
+``(seed, epoch)`` fixes every choice. The position — epoch and blocks consumed — is all the
+state there is: ``state_dict()`` / ``load_state_dict()`` resume at the exact next block.
 """
 
 from __future__ import annotations
@@ -25,15 +36,18 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-__all__ = ["CACHE_VERSION", "Batch", "TokenDataset", "write_token_cache"]
+__all__ = ["CACHE_VERSION", "ROW_WINDOW", "Batch", "Packing", "TokenDataset", "write_token_cache"]
 
 CACHE_VERSION = 1
 _ID_LIMIT = 2**31 - 1
+Packing = Literal["stream", "documents"]
+ROW_WINDOW = 16  # rows open at once while packing whole documents (first fit among them)
+_PAD_ID = 0  # <|pad|> (omniflex.tokenizers.special); its targets carry no loss
 
 
 @dataclass
@@ -46,12 +60,24 @@ class Batch:
     input_ids: torch.Tensor  # (B, T) int64
     targets: torch.Tensor  # (B, T) int64
     loss_mask: torch.Tensor  # (B, T) bool
+    positions: torch.Tensor | None = None  # (B, T) int64, packed documents only
+    segments: torch.Tensor | None = None  # (B, T) int64, packed documents only
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in self.as_tuple()))
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch(*(move(t) for t in (*self.as_tuple(), self.positions, self.segments)))
 
     def as_tuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.input_ids, self.targets, self.loss_mask
+
+    def model_kwargs(self) -> dict[str, torch.Tensor]:
+        """What the model needs beyond ids, targets and mask: positions and segments of packed
+        documents (nothing for a plain stream, so any model still fits)."""
+        if self.segments is None:
+            return {}
+        return {"positions": self.positions, "segments": self.segments}
 
     @property
     def num_loss_tokens(self) -> int:
@@ -121,9 +147,18 @@ class TokenDataset:
         seed: fixes each epoch's block offset and order.
         shuffle: visit blocks in a seeded random order (off: in stream order, offset 0 —
             the choice for validation).
+        packing: ``"stream"`` or ``"documents"`` (whole documents; see the module docstring).
     """
 
-    def __init__(self, path: str | Path, seq_len: int, *, seed: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        path: str | Path,
+        seq_len: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        packing: Packing = "stream",
+    ):
         self.path = Path(path)
         meta_path = self.path / "meta.json"
         if not meta_path.is_file():
@@ -145,11 +180,25 @@ class TokenDataset:
         self.loss_mask = np.load(self.path / "loss_mask.npy", mmap_mode="r")  # (N,) uint8
         self.offsets = np.load(self.path / "offsets.npy")  # (D + 1,) int64
         self.seq_len, self.seed, self.shuffle = seq_len, seed, shuffle
-        if self.num_tokens < seq_len + 1:
+        if packing not in ("stream", "documents"):
+            raise ValueError(f"packing must be 'stream' or 'documents', got {packing!r}")
+        self.packing: Packing = packing
+        if packing == "stream" and self.num_tokens < seq_len + 1:
             raise ValueError(
                 f"token cache {self.path} holds {len(self.ids)} tokens, fewer than one block of "
                 f"seq_len + 1 = {seq_len + 1}; lower seq_len or write more documents"
             )
+        lengths = np.diff(self.offsets)
+        self._whole = np.flatnonzero(lengths <= seq_len + 1)  # documents that fit a block
+        self.skipped_documents = (
+            int(self.num_documents - len(self._whole)) if packing == "documents" else 0
+        )
+        if packing == "documents" and not len(self._whole):
+            raise ValueError(
+                f"token cache {self.path}: no document fits a block of seq_len + 1 = "
+                f"{seq_len + 1} tokens (the shortest has {int(lengths.min())}); raise seq_len"
+            )
+        self._rows: list[np.ndarray] = []
         self.epoch = 0
         self.position = 0  # blocks consumed in the current epoch
         self._order_epoch = -1
@@ -177,7 +226,34 @@ class TokenDataset:
         return int(rng.integers(0, min(self.seq_len, self.num_tokens - self.seq_len)))
 
     def blocks_in_epoch(self, epoch: int) -> int:
+        if self.packing == "documents":
+            self._epoch_order(epoch)
+            return len(self._rows)
         return (self.num_tokens - self._epoch_start(epoch) - 1) // self.seq_len
+
+    def _pack_rows(self, epoch: int) -> list[np.ndarray]:
+        """Whole documents packed into rows of ``seq_len + 1`` tokens, first fit among the last
+        ``ROW_WINDOW`` open rows, in a seeded document order; each row an array of documents."""
+        docs = self._whole
+        if self.shuffle:
+            docs = np.random.default_rng([self.seed, epoch, 2]).permutation(docs)
+        lengths = np.diff(self.offsets)
+        capacity = self.seq_len + 1
+        rows: list[list[int]] = []
+        room: list[int] = []
+        first_open = 0
+        for d in docs.tolist():
+            n = int(lengths[d])
+            for r in range(first_open, len(rows)):
+                if room[r] >= n:
+                    rows[r].append(d)
+                    room[r] -= n
+                    break
+            else:
+                rows.append([d])
+                room.append(capacity - n)
+                first_open = max(first_open, len(rows) - ROW_WINDOW)
+        return [np.asarray(r, dtype=np.int64) for r in rows]
 
     def __len__(self) -> int:
         """Blocks in the first epoch (later epochs may hold one fewer)."""
@@ -186,22 +262,47 @@ class TokenDataset:
     def _epoch_order(self, epoch: int) -> np.ndarray:
         """Block indices of ``epoch`` in visiting order (cached for the current epoch)."""
         if self._order is None or self._order_epoch != epoch:
-            n = self.blocks_in_epoch(epoch)
+            if self.packing == "documents":
+                self._rows = self._pack_rows(epoch)
+                n = len(self._rows)
+            else:
+                n = self.blocks_in_epoch(epoch)
             rng = np.random.default_rng([self.seed, epoch, 1])
             self._order = rng.permutation(n) if self.shuffle else np.arange(n)
             self._start = self._epoch_start(epoch)
             self._order_epoch = epoch
         return self._order
 
-    def block(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens and mask of the ``index``-th block visited in ``epoch``, each ``(T + 1,)``."""
+    def block(self, epoch: int, index: int) -> tuple[np.ndarray, ...]:
+        """The ``index``-th block visited in ``epoch``: tokens and mask, each ``(T + 1,)``, and
+        for packed documents their segments and positions as well."""
         order = self._epoch_order(epoch)
+        if self.packing == "documents":
+            return self._document_row(self._rows[int(order[index])])
         start = self._start + int(order[index]) * self.seq_len
         stop = start + self.seq_len + 1
         return self.ids[start:stop], self.loss_mask[start:stop]
 
+    def _document_row(self, docs: np.ndarray) -> tuple[np.ndarray, ...]:
+        size = self.seq_len + 1
+        ids = np.full(size, _PAD_ID, dtype=np.int32)
+        mask = np.zeros(size, dtype=np.uint8)
+        segments = np.full(size, -1, dtype=np.int64)
+        positions = np.zeros(size, dtype=np.int64)
+        at = 0
+        for i, d in enumerate(docs.tolist()):
+            lo, hi = int(self.offsets[d]), int(self.offsets[d + 1])
+            n = hi - lo
+            ids[at : at + n] = self.ids[lo:hi]
+            mask[at : at + n] = self.loss_mask[lo:hi]
+            segments[at : at + n] = i
+            positions[at : at + n] = np.arange(n)
+            at += n
+        positions[at:] = np.arange(size - at)  # padding: a document of its own
+        return ids, mask, segments, positions
+
     # ----------------------------------------------------------------- reading
-    def next_blocks(self, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def next_blocks(self, count: int) -> list[tuple[np.ndarray, ...]]:
         """The next ``count`` blocks of the stream, moving to the next epoch when one ends."""
         out = []
         for _ in range(count):
@@ -212,13 +313,31 @@ class TokenDataset:
         return out
 
     @staticmethod
-    def collate(blocks: Sequence[tuple[np.ndarray, np.ndarray]]) -> Batch:
-        """Stack blocks into a ``Batch`` (inputs: tokens ``[:-1]``; targets: tokens ``[1:]``)."""
-        tokens = torch.from_numpy(np.stack([np.asarray(ids) for ids, _ in blocks]).astype(np.int64))
-        mask = torch.from_numpy(np.stack([np.asarray(m) for _, m in blocks]).astype(np.bool_))
-        return Batch(tokens[:, :-1], tokens[:, 1:], mask[:, 1:])  # (B, T) each
+    def loss_tokens(block: tuple[np.ndarray, ...]) -> int:
+        """Targets of ``block`` that carry loss, as ``collate`` counts them."""
+        mask = np.asarray(block[1][1:], dtype=bool)
+        if len(block) > 2:
+            segments = np.asarray(block[2])
+            mask &= segments[1:] == segments[:-1]
+        return int(mask.sum())
 
-    def first_blocks(self, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    @staticmethod
+    def collate(blocks: Sequence[tuple[np.ndarray, ...]]) -> Batch:
+        """Stack blocks into a ``Batch`` (inputs: tokens ``[:-1]``; targets: tokens ``[1:]``).
+        Packed documents: a target in another document than its input carries no loss."""
+        tokens = torch.from_numpy(np.stack([np.asarray(b[0]) for b in blocks]).astype(np.int64))
+        mask = torch.from_numpy(np.stack([np.asarray(b[1]) for b in blocks]).astype(np.bool_))
+        if len(blocks[0]) == 2:
+            return Batch(tokens[:, :-1], tokens[:, 1:], mask[:, 1:])  # (B, T) each
+        segments = torch.from_numpy(np.stack([b[2] for b in blocks]))  # (B, T + 1)
+        positions = torch.from_numpy(np.stack([b[3] for b in blocks]))
+        same = segments[:, 1:] == segments[:, :-1]
+        return Batch(
+            tokens[:, :-1], tokens[:, 1:], mask[:, 1:] & same,
+            positions[:, :-1], segments[:, :-1],
+        )  # fmt: skip
+
+    def first_blocks(self, count: int) -> list[tuple[np.ndarray, ...]]:
         """The first ``count`` blocks of epoch 0 without moving the position (validation)."""
         count = min(count, self.blocks_in_epoch(0))
         return [self.block(0, i) for i in range(count)]
@@ -231,10 +350,16 @@ class TokenDataset:
             "seed": self.seed,
             "seq_len": self.seq_len,
             "tokens": self.num_tokens,
+            "packing": self.packing,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at a saved position; the cache and seq_len must be the ones it was saved with."""
+        if state.get("packing", "stream") != self.packing:
+            raise ValueError(
+                f"data position was saved with packing={state.get('packing', 'stream')!r}, but "
+                f"this dataset packs {self.packing!r}; resume with the same packing"
+            )
         for key, mine in (("seq_len", self.seq_len), ("tokens", self.num_tokens)):
             if int(state[key]) != mine:
                 raise ValueError(

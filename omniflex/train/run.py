@@ -91,9 +91,11 @@ def run_training(
     try:
         if config.threads:
             torch.set_num_threads(config.threads)
-        train_data = TokenDataset(config.train_data, config.seq_len, seed=config.seed)
+        train_data = TokenDataset(
+            config.train_data, config.seq_len, seed=config.seed, packing=config.packing
+        )
         val_data = (
-            TokenDataset(config.val_data, config.seq_len, shuffle=False)
+            TokenDataset(config.val_data, config.seq_len, shuffle=False, packing=config.packing)
             if config.val_data
             else None
         )

@@ -185,7 +185,7 @@ class Trainer:
         """One optimizer step over one global batch; returns its metrics (same on every rank)."""
         cfg, ctx = self.config, self.ctx
         blocks = self.train_data.next_blocks(cfg.batch_size)  # the global batch, on every rank
-        n_global = sum(int(mask[1:].sum()) for _, mask in blocks)  # loss tokens, all ranks
+        n_global = sum(map(TokenDataset.loss_tokens, blocks))  # loss tokens, all ranks
         share = cfg.batch_size // ctx.world_size
         mine = blocks[ctx.rank * share : (ctx.rank + 1) * share]
         lr = self.schedule.lr_at(self.step)
@@ -228,7 +228,7 @@ class Trainer:
     def _micro_loss(self, batch: Batch, n_tokens: int) -> torch.Tensor:
         """Mean loss over the micro-batch's ``n_tokens`` loss tokens (a micro-batch with none
         still runs forward and backward, with zero gradient, so that ranks stay in step)."""
-        out = self.model(batch.input_ids, batch.targets, batch.loss_mask)
+        out = self.model(batch.input_ids, batch.targets, batch.loss_mask, **batch.model_kwargs())
         if n_tokens == 0:
             return out.logits.float().sum() * 0.0
         return out.loss.float()
@@ -257,7 +257,8 @@ class Trainer:
                 batch = TokenDataset.collate(blocks[start : start + self.micro_batch])
                 n_tokens = batch.num_loss_tokens
                 batch = batch.to(ctx.device)
-                out = model(batch.input_ids, batch.targets, batch.loss_mask)  # FSDP: all ranks
+                # every rank runs it, as FSDP needs
+                out = model(batch.input_ids, batch.targets, batch.loss_mask, **batch.model_kwargs())
                 if n_tokens:
                     totals[0] += out.loss.double() * n_tokens
                     totals[1] += n_tokens

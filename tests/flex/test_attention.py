@@ -164,3 +164,47 @@ def test_bad_shapes_are_named():
         flex_causal_attention(q, k, v, *ops())
     with pytest.raises(ValueError, match=r"q \(B, H, T, D\)"):
         flex_causal_attention(q, k[:, :1], v, *ops())
+
+
+def test_segments_mask_other_documents_as_the_written_out_path_does():
+    """Packed documents: the blocked path with ``segments`` equals attention written out with
+    a block-diagonal causal mask — values, gradients and Autoflex states."""
+    B, H, T, D = 2, 2, 40, 8
+    segments = torch.tensor([[0] * 13 + [1] * 20 + [-1] * 7, [0] * 40])  # (B, T)
+
+    def reference(q, k, v, qk, av):
+        scores = flex_matmul(q, k.transpose(-1, -2), qk)  # (B, H, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        allowed = causal & (segments.unsqueeze(2) == segments.unsqueeze(1))  # (B, T, T)
+        bias = torch.zeros(B, 1, T, T).masked_fill_(~allowed.unsqueeze(1), float("-inf"))
+        return flex_matmul(torch.softmax(scores + bias, dim=-1), v, av)
+
+    blocked, written = ops(), ops()
+    for i in range(3):
+        q, k, v = inputs(B, H, T, T, D, seed=10 + i, scale=1.0 + i)
+        got = step(
+            lambda q, k, v: flex_causal_attention(q, k, v, *blocked, 16, segments=segments),
+            q, k, v, i,
+        )  # fmt: skip
+        want = step(lambda q, k, v: reference(q, k, v, *written), q, k, v, i)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        for name, g, w in zip(("k", "v"), got[2:], want[2:], strict=True):
+            op = blocked[0] if name == "k" else blocked[1]
+            assert_close_on_grid(g, w, op.states["grad_b"].exponent, name)
+    assert_states_match(blocked[0], written[0])
+    assert_states_match(blocked[1], written[1])
+    # and a query never reads another document: change document 0, document 1 is the same
+    q, k, v = inputs(B, H, T, T, D, seed=99)
+    k2, v2 = k.detach().clone(), v.detach().clone()
+    k2[0, :, :13] += 3.0
+    v2[0, :, :13] -= 2.0
+    a = flex_causal_attention(q, k, v, *ops(), 16, segments=segments)
+    b = flex_causal_attention(q, k2, v2, *ops(), 16, segments=segments)
+    assert not torch.equal(a[0, :, :13], b[0, :, :13])
+    assert torch.allclose(a[0, :, 13:], b[0, :, 13:], atol=1e-3)
+
+
+def test_segments_must_match_the_keys():
+    q, k, v = inputs(1, 1, 4, 4, 8, seed=0)
+    with pytest.raises(ValueError, match=r"segments must be \(B, S\)"):
+        flex_causal_attention(q, k, v, *ops(), segments=torch.zeros(1, 3, dtype=torch.long))

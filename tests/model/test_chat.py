@@ -35,9 +35,18 @@ def template() -> ChatTemplate:
     return ChatTemplate.from_tokenizers(load_tokenizer("text"), image, load_tokenizer("audio"))
 
 
+def _spoken_vqa() -> Sample:
+    """The first test VQA sample whose question is spoken (half of them are)."""
+    for i in range(20):
+        sample = make_sample("vqa", "test", i)
+        if any(p["type"] == "audio" for p in sample.conversation["messages"][0]["content"]):
+            return sample
+    raise AssertionError("no spoken VQA question in 20 samples")
+
+
 @pytest.fixture(scope="module")
 def samples() -> dict[str, Sample]:
-    return {task: make_sample(task, "test", 0) for task in TASKS}
+    return {task: make_sample(task, "test", 0) for task in TASKS} | {"vqa": _spoken_vqa()}
 
 
 def _media_parts(conversation: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -276,8 +285,9 @@ def test_prompt_ends_with_assistant_and_is_a_prefix(
     ids = template.prompt(so_far, sample.media)
     assert ids[-1] == SID("assistant")
     full = template.encode(sample.conversation, sample.media).ids
-    voiced = template.prompt(so_far, sample.media, voice="bram")
-    assert voiced == [*ids, SID("<|voice:bram|>")] == full[: len(voiced)]
+    voice = sample.conversation["messages"][1]["content"][1]["voice"]  # the answer's
+    voiced = template.prompt(so_far, sample.media, voice=voice)
+    assert voiced == [*ids, SID(f"<|voice:{voice}|>")] == full[: len(voiced)]
     # A prompt decodes as an unfinished stream.
     decoded = template.decode(voiced, strict=False, media=False)
     assert decoded.truncated and decoded.conversation["messages"][-1]["role"] == "assistant"

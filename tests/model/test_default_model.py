@@ -49,7 +49,10 @@ def test_speech_in_gets_text_out(assistant: Assistant):
 
 
 def test_spoken_answer_is_speech_with_its_transcript(assistant: Assistant):
-    conversation, files = _prompt("tts")
+    # A fixed request in a training wording (the form of the answer is under test, not how
+    # well the model reads a held-out one; the eval measures that).
+    text = "Say this in the cleo voice: The cat is sleeping on the sofa."
+    conversation, files = {"messages": [{"role": "user", "content": text}]}, {}
     answer = assistant.answer(
         conversation, files, voice="cleo", modalities=("text", "audio"),
         max_new_tokens=GREEDY_LIMIT,

@@ -72,3 +72,67 @@ def test_errors_name_the_problem(tmp_path):
     data = TokenDataset(tmp_path / "c", seq_len=2)
     with pytest.raises(ValueError, match="seq_len"):
         TokenDataset(tmp_path / "c", seq_len=1).load_state_dict(data.state_dict())
+
+
+def _many_docs(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in range(n):
+        length = int(rng.integers(2, 30))
+        ids = [1000 + d] * length  # every token names its document
+        out.append((ids, [0] + [1] * (length - 1)))
+    out.append(([7] * 40, [1] * 40))  # longer than a block: cannot be trained whole
+    return out
+
+
+def test_document_packing_keeps_documents_whole_and_apart(tmp_path):
+    write_token_cache(tmp_path / "c", _many_docs())
+    data = TokenDataset(tmp_path / "c", seq_len=32, seed=1, packing="documents")
+    assert data.skipped_documents == 1
+    for epoch in (0, 1):
+        seen = []
+        for i in range(data.blocks_in_epoch(epoch)):
+            ids, mask, segments, positions = data.block(epoch, i)
+            assert len(ids) == 33
+            for s in set(segments.tolist()) - {-1}:
+                doc = ids[segments == s]
+                assert len(set(doc.tolist())) == 1  # one document per segment
+                d = int(doc[0]) - 1000
+                assert len(doc) == data.offsets[d + 1] - data.offsets[d]  # and all of it
+                assert positions[segments == s].tolist() == list(range(len(doc)))
+                seen.append(d)
+            assert (ids[segments == -1] == 0).all() and not mask[segments == -1].any()
+        assert sorted(seen) == list(range(60))  # every document once an epoch
+    fill = sum((data.block(0, i)[2] >= 0).sum() for i in range(data.blocks_in_epoch(0)))
+    assert fill / (33 * data.blocks_in_epoch(0)) > 0.85  # first fit wastes little
+
+
+def test_document_batches_never_target_across_documents(tmp_path):
+    write_token_cache(tmp_path / "c", _many_docs())
+    data = TokenDataset(tmp_path / "c", seq_len=32, seed=2, packing="documents")
+    batch = TokenDataset.collate(data.next_blocks(4))
+    assert batch.positions.shape == batch.segments.shape == batch.input_ids.shape
+    inputs, targets = batch.input_ids[batch.loss_mask], batch.targets[batch.loss_mask]
+    assert (inputs == targets).all()  # a document's tokens all carry its own id
+    assert set(batch.model_kwargs()) == {"positions", "segments"}
+    assert (
+        TokenDataset.collate(TokenDataset(tmp_path / "c", seq_len=32).next_blocks(2)).model_kwargs()
+        == {}
+    )
+
+
+def test_document_packing_resumes_exactly(tmp_path):
+    write_token_cache(tmp_path / "c", _many_docs())
+    a = TokenDataset(tmp_path / "c", seq_len=32, seed=3, packing="documents")
+    head = a.next_blocks(5)
+    b = TokenDataset(tmp_path / "c", seq_len=32, seed=3, packing="documents")
+    b.load_state_dict(a.state_dict())
+    for x, y in zip(a.next_blocks(40), b.next_blocks(40), strict=True):
+        assert all(np.array_equal(u, v) for u, v in zip(x, y, strict=True))
+    assert head
+    stream = TokenDataset(tmp_path / "c", seq_len=32, seed=3)
+    with pytest.raises(ValueError, match="packing"):
+        stream.load_state_dict(a.state_dict())
+    write_token_cache(tmp_path / "long", [([1] * 5, [1] * 5)])
+    with pytest.raises(ValueError, match="no document fits"):
+        TokenDataset(tmp_path / "long", seq_len=3, packing="documents")

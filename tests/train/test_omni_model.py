@@ -22,10 +22,10 @@ def recipe(tmp_path):
         text_size=special.NUM_SPECIAL + 40, image_size=16, audio_size=8, audio_codebooks=2
     )
     rng = np.random.default_rng(0)
-    for split, n in (("train", 60), ("val", 10)):
+    for split, n in (("train", 60), ("val", 20)):
         docs = []
         for _ in range(n):
-            length = int(rng.integers(10, 40))
+            length = int(rng.integers(6, 18))  # whole documents fit a block (seq_len 16)
             ids = rng.integers(0, layout.size, length).tolist()
             docs.append((ids, [0] * (length // 3) + [1] * (length - length // 3)))
         write_token_cache(tmp_path / "tokens" / split, docs)
@@ -45,12 +45,13 @@ def recipe(tmp_path):
     return path
 
 
-def test_train_main_and_bit_exact_resume_on_omni_model(recipe, tmp_path):
-    out_dir = train_main(str(recipe), ["precision=flex16+5"])
+@pytest.mark.parametrize("packing", ["stream", "documents"])
+def test_train_main_and_bit_exact_resume_on_omni_model(recipe, tmp_path, packing):
+    out_dir = train_main(str(recipe), ["precision=flex16+5", f"packing={packing}"])
     assert out_dir == tmp_path / "full"
     full = {r["step"]: r["loss"] for r in map(json.loads, (out_dir / "metrics.jsonl").open())
             if "loss" in r}  # fmt: skip
-    config = load_recipe(recipe, [f"out_dir={tmp_path / 'cut'}"])
+    config = load_recipe(recipe, [f"out_dir={tmp_path / 'cut'}", f"packing={packing}"])
     run_training(config, max_steps=3)  # killed after the step-2 checkpoint
     resumed = run_training(config, resume=True)
     assert resumed.losses == {3: full[3], 4: full[4]}
