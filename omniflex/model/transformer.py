@@ -162,6 +162,7 @@ class OmniModel(nn.Module):
             targets: (B, T) next-token ids; ``-100`` marks positions without a target.
             loss_mask: (B, T), 1 where the loss counts (e.g. assistant turns), 0 elsewhere;
                 the loss is the mean cross-entropy over positions with mask 1 and a target.
+                A float mask weighs each target: the loss is then the weighted mean.
             cache: a ``KVCache``; the T tokens are appended after its ``length`` cached
                 positions and attend to all of them.
             positions: (T,) or (B, T) RoPE positions; default ``cache.length + arange(T)``
@@ -230,6 +231,9 @@ class OmniModel(nn.Module):
                 )
             keep = keep & (loss_mask != 0)
         weight = keep.to(ce.dtype)
+        if loss_mask is not None and loss_mask.is_floating_point():
+            weight = weight * loss_mask.to(ce.dtype)  # per-target weights (e.g. task weights)
+            return (ce * weight).sum() / weight.sum().clamp(min=1e-12)
         return (ce * weight).sum() / weight.sum().clamp(min=1.0)
 
     # ------------------------------------------------------------------ accounting

@@ -45,6 +45,9 @@ class TrainConfig:
         packing: ``"stream"`` (documents run on across blocks, attention across them) or
             ``"documents"`` (whole documents only, block-diagonal attention, positions
             restarting per document; see ``omniflex.train.dataset``).
+        task_weights: loss weight per task (``{"asr": 4, "tts": 0.5}``; others 1): a target
+            counts by its document's task. The trainer logs each task's and modality's share
+            of the loss (``omniflex.train.balance``).
 
     Optimisation:
         batch_size: *global* sequences per optimizer step, over all ranks and micro-steps, so
@@ -79,6 +82,7 @@ class TrainConfig:
     val_data: str = "data/tiny/tokens/val"
     seq_len: int = 256
     packing: Packing = "stream"
+    task_weights: dict[str, float] = field(default_factory=dict)
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 3e-3
@@ -235,6 +239,15 @@ def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return dict(value)
+        if kind == "dict[str, float]":
+            if value is None:
+                return {}
+            if not isinstance(value, dict):
+                raise ValueError
+            out_weights = {str(k): float(v) for k, v in value.items()}
+            if not all(math.isfinite(v) and v >= 0 for v in out_weights.values()):
+                raise ValueError(f"TrainConfig.{name} values must be finite and >= 0")
+            return out_weights
         if kind in ("Device", "Parallel", "Packing"):
             allowed = get_args({"Device": Device, "Parallel": Parallel, "Packing": Packing}[kind])
             if value not in allowed:

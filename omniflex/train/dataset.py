@@ -36,18 +36,36 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["CACHE_VERSION", "ROW_WINDOW", "Batch", "Packing", "TokenDataset", "write_token_cache"]
+__all__ = [
+    "CACHE_VERSION",
+    "ROW_WINDOW",
+    "Batch",
+    "Block",
+    "Packing",
+    "TokenDataset",
+    "write_token_cache",
+]
 
 CACHE_VERSION = 1
 _ID_LIMIT = 2**31 - 1
 Packing = Literal["stream", "documents"]
 ROW_WINDOW = 16  # rows open at once while packing whole documents (first fit among them)
 _PAD_ID = 0  # <|pad|> (omniflex.tokenizers.special); its targets carry no loss
+
+
+class Block(NamedTuple):
+    """One training row of ``T + 1`` tokens (inputs ``[:-1]``, targets ``[1:]``)."""
+
+    ids: np.ndarray  # (T + 1,) int32
+    loss_mask: np.ndarray  # (T + 1,) uint8
+    segments: np.ndarray | None = None  # (T + 1,) int64 document in the row, -1 padding
+    positions: np.ndarray | None = None  # (T + 1,) int64, restarting per document
+    tasks: np.ndarray | None = None  # (T + 1,) int64 index into TokenDataset.tasks, -1 none
 
 
 @dataclass
@@ -62,12 +80,23 @@ class Batch:
     loss_mask: torch.Tensor  # (B, T) bool
     positions: torch.Tensor | None = None  # (B, T) int64, packed documents only
     segments: torch.Tensor | None = None  # (B, T) int64, packed documents only
+    tasks: torch.Tensor | None = None  # (B, T) int64 task of each target, -1 none
+    loss_weight: torch.Tensor | None = None  # (B, T) float32 per-target weight (task weights)
 
     def to(self, device: torch.device | str) -> Batch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Batch(*(move(t) for t in (*self.as_tuple(), self.positions, self.segments)))
+        return Batch(
+            *(move(t) for t in (*self.as_tuple(), self.positions, self.segments, self.tasks,
+                                self.loss_weight))
+        )  # fmt: skip
+
+    @property
+    def loss_weights(self) -> torch.Tensor:
+        """(B, T) float: each target's weight in the loss (0 where it carries none)."""
+        mask = self.loss_mask.float()
+        return mask if self.loss_weight is None else mask * self.loss_weight
 
     def as_tuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.input_ids, self.targets, self.loss_mask
@@ -79,9 +108,20 @@ class Batch:
             return {}
         return {"positions": self.positions, "segments": self.segments}
 
+    def model_loss_mask(self) -> torch.Tensor:
+        """What the model's loss masks (and weighs) targets with."""
+        return self.loss_mask if self.loss_weight is None else self.loss_weights
+
     @property
     def num_loss_tokens(self) -> int:
         return int(self.loss_mask.sum())
+
+    @property
+    def loss_weight_sum(self) -> float:
+        """The loss's denominator: the number of loss tokens, or their summed weights."""
+        if self.loss_weight is None:
+            return float(self.num_loss_tokens)
+        return float(self.loss_weights.sum())
 
 
 def write_token_cache(
@@ -148,6 +188,9 @@ class TokenDataset:
         shuffle: visit blocks in a seeded random order (off: in stream order, offset 0 —
             the choice for validation).
         packing: ``"stream"`` or ``"documents"`` (whole documents; see the module docstring).
+        task_weights: loss weight per task name (others 1.0); needs the cache's sidecar
+            ``<path>.json`` (``omniflex data tokenize`` writes it), which names each
+            document's task. Blocks then carry each token's task, for weights and logging.
     """
 
     def __init__(
@@ -158,6 +201,7 @@ class TokenDataset:
         seed: int = 0,
         shuffle: bool = True,
         packing: Packing = "stream",
+        task_weights: dict[str, float] | None = None,
     ):
         self.path = Path(path)
         meta_path = self.path / "meta.json"
@@ -199,11 +243,34 @@ class TokenDataset:
                 f"{seq_len + 1} tokens (the shortest has {int(lengths.min())}); raise seq_len"
             )
         self._rows: list[np.ndarray] = []
+        self.sidecar = _read_sidecar(self.path)
+        self.tasks, self.doc_tasks = _tasks_of(self.sidecar, self.path, self.num_documents)
+        self.task_weights = self._weights(task_weights or {})
         self.epoch = 0
         self.position = 0  # blocks consumed in the current epoch
         self._order_epoch = -1
         self._order: np.ndarray | None = None
         self._start = 0
+
+    def _weights(self, weights: dict[str, float]) -> np.ndarray | None:
+        """Per task index, the loss weight (None: every target weighs 1)."""
+        if not weights:
+            return None
+        if not self.tasks:
+            raise ValueError(
+                f"task_weights need each document's task, but token cache {self.path} has no "
+                f"sidecar {self.path}.json naming them; rebuild it with `omniflex data tokenize`"
+            )
+        unknown = sorted(set(weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(
+                f"task_weights name tasks {unknown} that token cache {self.path} does not hold; "
+                f"its tasks: {', '.join(self.tasks)}"
+            )
+        bad = {k: w for k, w in weights.items() if not (np.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"task_weights must be finite and >= 0, got {bad}")
+        return np.array([float(weights.get(t, 1.0)) for t in self.tasks], dtype=np.float32)
 
     # ----------------------------------------------------------------- layout
     @property
@@ -273,7 +340,7 @@ class TokenDataset:
             self._order_epoch = epoch
         return self._order
 
-    def block(self, epoch: int, index: int) -> tuple[np.ndarray, ...]:
+    def block(self, epoch: int, index: int) -> Block:
         """The ``index``-th block visited in ``epoch``: tokens and mask, each ``(T + 1,)``, and
         for packed documents their segments and positions as well."""
         order = self._epoch_order(epoch)
@@ -281,14 +348,19 @@ class TokenDataset:
             return self._document_row(self._rows[int(order[index])])
         start = self._start + int(order[index]) * self.seq_len
         stop = start + self.seq_len + 1
-        return self.ids[start:stop], self.loss_mask[start:stop]
+        tasks = None
+        if self.doc_tasks is not None:
+            docs = np.searchsorted(self.offsets, np.arange(start, stop), side="right") - 1
+            tasks = self.doc_tasks[docs]
+        return Block(self.ids[start:stop], self.loss_mask[start:stop], tasks=tasks)
 
-    def _document_row(self, docs: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _document_row(self, docs: np.ndarray) -> Block:
         size = self.seq_len + 1
         ids = np.full(size, _PAD_ID, dtype=np.int32)
         mask = np.zeros(size, dtype=np.uint8)
         segments = np.full(size, -1, dtype=np.int64)
         positions = np.zeros(size, dtype=np.int64)
+        tasks = np.full(size, -1, dtype=np.int64) if self.doc_tasks is not None else None
         at = 0
         for i, d in enumerate(docs.tolist()):
             lo, hi = int(self.offsets[d]), int(self.offsets[d + 1])
@@ -297,12 +369,14 @@ class TokenDataset:
             mask[at : at + n] = self.loss_mask[lo:hi]
             segments[at : at + n] = i
             positions[at : at + n] = np.arange(n)
+            if tasks is not None:
+                tasks[at : at + n] = self.doc_tasks[d]
             at += n
         positions[at:] = np.arange(size - at)  # padding: a document of its own
-        return ids, mask, segments, positions
+        return Block(ids, mask, segments, positions, tasks)
 
     # ----------------------------------------------------------------- reading
-    def next_blocks(self, count: int) -> list[tuple[np.ndarray, ...]]:
+    def next_blocks(self, count: int) -> list[Block]:
         """The next ``count`` blocks of the stream, moving to the next epoch when one ends."""
         out = []
         for _ in range(count):
@@ -313,31 +387,46 @@ class TokenDataset:
         return out
 
     @staticmethod
-    def loss_tokens(block: tuple[np.ndarray, ...]) -> int:
-        """Targets of ``block`` that carry loss, as ``collate`` counts them."""
-        mask = np.asarray(block[1][1:], dtype=bool)
-        if len(block) > 2:
-            segments = np.asarray(block[2])
-            mask &= segments[1:] == segments[:-1]
-        return int(mask.sum())
+    def loss_weight_of(block: Block, task_weights: np.ndarray | None = None) -> float:
+        """The loss weight ``block``'s targets carry, as ``collate`` counts it: the number of
+        loss tokens, or with ``task_weights`` their summed weights."""
+        mask = np.asarray(block.loss_mask[1:], dtype=bool)
+        if block.segments is not None:
+            mask &= block.segments[1:] == block.segments[:-1]
+        if task_weights is None:
+            return float(mask.sum())
+        return float(_weights_of(block.tasks[1:], task_weights)[mask].sum())
 
     @staticmethod
-    def collate(blocks: Sequence[tuple[np.ndarray, ...]]) -> Batch:
+    def collate(blocks: Sequence[Block], task_weights: np.ndarray | None = None) -> Batch:
         """Stack blocks into a ``Batch`` (inputs: tokens ``[:-1]``; targets: tokens ``[1:]``).
-        Packed documents: a target in another document than its input carries no loss."""
-        tokens = torch.from_numpy(np.stack([np.asarray(b[0]) for b in blocks]).astype(np.int64))
-        mask = torch.from_numpy(np.stack([np.asarray(b[1]) for b in blocks]).astype(np.bool_))
-        if len(blocks[0]) == 2:
-            return Batch(tokens[:, :-1], tokens[:, 1:], mask[:, 1:])  # (B, T) each
-        segments = torch.from_numpy(np.stack([b[2] for b in blocks]))  # (B, T + 1)
-        positions = torch.from_numpy(np.stack([b[3] for b in blocks]))
+        Packed documents: a target in another document than its input carries no loss.
+        ``task_weights`` (per task index) weigh each target by its document's task."""
+
+        def stack(field: int, dtype: Any) -> torch.Tensor:
+            return torch.from_numpy(np.stack([np.asarray(b[field]) for b in blocks]).astype(dtype))
+
+        tokens, mask = stack(0, np.int64), stack(1, np.bool_)  # (B, T + 1)
+        first = blocks[0]
+        tasks = stack(4, np.int64) if first.tasks is not None else None
+        weight = None
+        if task_weights is not None:
+            if tasks is None:
+                raise ValueError("task weights need blocks that carry their tokens' tasks")
+            weight = torch.from_numpy(_weights_of(tasks[:, 1:].numpy(), task_weights))
+        if first.segments is None:
+            return Batch(tokens[:, :-1], tokens[:, 1:], mask[:, 1:],
+                         tasks=None if tasks is None else tasks[:, 1:],
+                         loss_weight=weight)  # fmt: skip
+        segments, positions = stack(2, np.int64), stack(3, np.int64)
         same = segments[:, 1:] == segments[:, :-1]
         return Batch(
             tokens[:, :-1], tokens[:, 1:], mask[:, 1:] & same,
             positions[:, :-1], segments[:, :-1],
+            None if tasks is None else tasks[:, 1:], weight,
         )  # fmt: skip
 
-    def first_blocks(self, count: int) -> list[tuple[np.ndarray, ...]]:
+    def first_blocks(self, count: int) -> list[Block]:
         """The first ``count`` blocks of epoch 0 without moving the position (validation)."""
         count = min(count, self.blocks_in_epoch(0))
         return [self.block(0, i) for i in range(count)]
@@ -370,3 +459,31 @@ class TokenDataset:
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
         self._order_epoch = -1
+
+
+def _weights_of(tasks: np.ndarray, task_weights: np.ndarray) -> np.ndarray:
+    """Per-token weights from per-token task indices (-1, padding or unknown: weight 0)."""
+    table = np.append(task_weights, np.float32(0.0))  # index -1 -> the appended 0
+    return table[tasks].astype(np.float32)
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    """The statistics ``omniflex data tokenize`` writes beside a cache (``<path>.json``), or
+    ``{}`` for a cache written without them."""
+    sidecar = Path(f"{path}.json")
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+
+
+def _tasks_of(
+    sidecar: dict[str, Any], path: Path, documents: int
+) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """The task names and each document's task index (none recorded: ``((), None)``)."""
+    if "tasks" not in sidecar or "doc_tasks" not in sidecar:
+        return (), None
+    doc_tasks = np.asarray(sidecar["doc_tasks"], dtype=np.int64)
+    if len(doc_tasks) != documents:
+        raise ValueError(
+            f"{path}.json names the tasks of {len(doc_tasks)} documents, but the cache beside "
+            f"it holds {documents}; rebuild both with `omniflex data tokenize`"
+        )
+    return tuple(sidecar["tasks"]), doc_tasks

@@ -92,8 +92,9 @@ def run_training(
         if config.threads:
             torch.set_num_threads(config.threads)
         train_data = TokenDataset(
-            config.train_data, config.seq_len, seed=config.seed, packing=config.packing
-        )
+            config.train_data, config.seq_len, seed=config.seed, packing=config.packing,
+            task_weights=config.task_weights,
+        )  # fmt: skip
         val_data = (
             TokenDataset(config.val_data, config.seq_len, shuffle=False, packing=config.packing)
             if config.val_data

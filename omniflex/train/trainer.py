@@ -33,9 +33,10 @@ import torch
 from torch import nn
 
 from omniflex.flex.convert import flex_modules, flex_states
+from omniflex.train.balance import LossBalance
 from omniflex.train.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from omniflex.train.config import TrainConfig
-from omniflex.train.dataset import Batch, TokenDataset
+from omniflex.train.dataset import TokenDataset
 from omniflex.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -111,6 +112,11 @@ class Trainer:
         self.is_flex = flex_config_of(model) is not None
 
         self.raw_model = model.to(self.ctx.device)
+        self.balance = (
+            LossBalance.from_sidecar(train_data.tasks, train_data.sidecar)
+            if train_data.tasks
+            else None
+        )
         fsdp = config.parallel == "fsdp" and self.ctx.is_distributed
         # FSDP shards in place, before the optimizer sees the parameters; DDP wraps after resume.
         self.model = wrap_model(self.raw_model, self.ctx, "fsdp") if fsdp else self.raw_model
@@ -185,7 +191,10 @@ class Trainer:
         """One optimizer step over one global batch; returns its metrics (same on every rank)."""
         cfg, ctx = self.config, self.ctx
         blocks = self.train_data.next_blocks(cfg.batch_size)  # the global batch, on every rank
-        n_global = sum(map(TokenDataset.loss_tokens, blocks))  # loss tokens, all ranks
+        weights = self.train_data.task_weights
+        # loss tokens (or their summed task weights), all ranks
+        n_global = sum(TokenDataset.loss_weight_of(b, weights) for b in blocks)
+        log_now = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
         share = cfg.batch_size // ctx.world_size
         mine = blocks[ctx.rank * share : (ctx.rank + 1) * share]
         lr = self.schedule.lr_at(self.step)
@@ -194,10 +203,21 @@ class Trainer:
 
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)  # sum over tokens
         for k in range(cfg.grad_accum):
-            batch = TokenDataset.collate(mine[k * self.micro_batch : (k + 1) * self.micro_batch])
-            n_tokens = batch.num_loss_tokens  # counted on the CPU: no device sync
+            batch = TokenDataset.collate(
+                mine[k * self.micro_batch : (k + 1) * self.micro_batch], weights
+            )
+            n_tokens = batch.loss_weight_sum  # counted on the CPU: no device sync
             with no_sync(self.model, skip=k < cfg.grad_accum - 1):
-                loss = self._micro_loss(batch.to(ctx.device), n_tokens)
+                batch = batch.to(ctx.device)
+                out = self.model(
+                    batch.input_ids, batch.targets, batch.model_loss_mask(),
+                    **batch.model_kwargs(),
+                )  # fmt: skip
+                # a micro-batch with no loss tokens still runs forward and backward, with zero
+                # gradient, so that ranks stay in step
+                loss = out.loss.float() if n_tokens else out.logits.float().sum() * 0.0
+                if log_now and self.balance is not None:
+                    self.balance.add(out.logits, batch)
                 # DDP averages gradients over ranks; the world_size factor makes it a sum.
                 weight = n_tokens / max(n_global, 1) * ctx.world_size
                 (loss * weight).backward()
@@ -217,21 +237,16 @@ class Trainer:
                 f"training loss is {loss_value} at step {self.step}; lower lr (now {lr:.3g}) or "
                 f"warm up longer, or resume from {self.checkpoints.latest()} with other settings"
             )
-        return {
+        metrics = {
             "loss": loss_value,
             "lr": lr,
             "grad_norm": float(grad_norm),
             "loss_tokens": n_global,
             "epoch": self.train_data.epoch,
         }
-
-    def _micro_loss(self, batch: Batch, n_tokens: int) -> torch.Tensor:
-        """Mean loss over the micro-batch's ``n_tokens`` loss tokens (a micro-batch with none
-        still runs forward and backward, with zero gradient, so that ranks stay in step)."""
-        out = self.model(batch.input_ids, batch.targets, batch.loss_mask, **batch.model_kwargs())
-        if n_tokens == 0:
-            return out.logits.float().sum() * 0.0
-        return out.loss.float()
+        if log_now and self.balance is not None:
+            metrics.update(self.balance.metrics())
+        return metrics
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
@@ -258,7 +273,10 @@ class Trainer:
                 n_tokens = batch.num_loss_tokens
                 batch = batch.to(ctx.device)
                 # every rank runs it, as FSDP needs
-                out = model(batch.input_ids, batch.targets, batch.loss_mask, **batch.model_kwargs())
+                out = model(
+                    batch.input_ids, batch.targets, batch.model_loss_mask(),
+                    **batch.model_kwargs(),
+                )  # fmt: skip
                 if n_tokens:
                     totals[0] += out.loss.double() * n_tokens
                     totals[1] += n_tokens

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from omniflex.train import TokenDataset, write_token_cache
 
@@ -92,7 +93,7 @@ def test_document_packing_keeps_documents_whole_and_apart(tmp_path):
     for epoch in (0, 1):
         seen = []
         for i in range(data.blocks_in_epoch(epoch)):
-            ids, mask, segments, positions = data.block(epoch, i)
+            ids, mask, segments, positions, _ = data.block(epoch, i)
             assert len(ids) == 33
             for s in set(segments.tolist()) - {-1}:
                 doc = ids[segments == s]
@@ -103,7 +104,7 @@ def test_document_packing_keeps_documents_whole_and_apart(tmp_path):
                 seen.append(d)
             assert (ids[segments == -1] == 0).all() and not mask[segments == -1].any()
         assert sorted(seen) == list(range(60))  # every document once an epoch
-    fill = sum((data.block(0, i)[2] >= 0).sum() for i in range(data.blocks_in_epoch(0)))
+    fill = sum((data.block(0, i).segments >= 0).sum() for i in range(data.blocks_in_epoch(0)))
     assert fill / (33 * data.blocks_in_epoch(0)) > 0.85  # first fit wastes little
 
 
@@ -136,3 +137,48 @@ def test_document_packing_resumes_exactly(tmp_path):
     write_token_cache(tmp_path / "long", [([1] * 5, [1] * 5)])
     with pytest.raises(ValueError, match="no document fits"):
         TokenDataset(tmp_path / "long", seq_len=3, packing="documents")
+
+
+def _with_tasks(tmp_path, packing):
+    docs = _many_docs()
+    write_token_cache(tmp_path / "c", docs)
+    tasks = ["asr", "tts"]
+    doc_tasks = [d % 2 for d in range(len(docs))]  # even documents: asr, odd: tts
+    (tmp_path / "c.json").write_text(json.dumps({"tasks": tasks, "doc_tasks": doc_tasks}))
+    return TokenDataset(tmp_path / "c", seq_len=32, seed=4, packing=packing,
+                        task_weights={"asr": 3.0, "tts": 0.5})  # fmt: skip
+
+
+@pytest.mark.parametrize("packing", ["stream", "documents"])
+def test_task_weights_weigh_each_target_by_its_documents_task(tmp_path, packing):
+    data = _with_tasks(tmp_path, packing)
+    assert data.tasks == ("asr", "tts") and data.task_weights.tolist() == [3.0, 0.5]
+    blocks = data.next_blocks(6)
+    batch = TokenDataset.collate(blocks, data.task_weights)
+    doc = batch.targets - 1000  # tokens name their document (the long one: 7 - 1000 < 0)
+    keep = batch.loss_mask & (doc >= 0)
+    want = torch.where(doc % 2 == 0, 3.0, 0.5)
+    assert torch.equal(batch.loss_weights[keep], want[keep])
+    assert (batch.loss_weights[~batch.loss_mask] == 0).all()
+    assert batch.loss_weight_sum == pytest.approx(
+        sum(TokenDataset.loss_weight_of(b, data.task_weights) for b in blocks)
+    )
+    # the model's loss is then the weighted mean
+    from omniflex.model.transformer import OmniModel
+
+    logits = torch.randn(*batch.targets.shape, 1100)
+    plain = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), batch.targets.flatten(), reduction="none"
+    ).view_as(batch.targets)
+    w = batch.loss_weights
+    got = OmniModel.loss(logits, batch.targets, batch.model_loss_mask())
+    assert got == pytest.approx(float((plain * w).sum() / w.sum()), rel=1e-5)
+
+
+def test_task_weights_need_known_tasks(tmp_path):
+    _with_tasks(tmp_path, "stream")
+    with pytest.raises(ValueError, match=r"does not hold; its tasks: asr, tts"):
+        TokenDataset(tmp_path / "c", seq_len=32, task_weights={"vqa": 2.0})
+    write_token_cache(tmp_path / "bare", docs())
+    with pytest.raises(ValueError, match="no sidecar"):
+        TokenDataset(tmp_path / "bare", seq_len=4, task_weights={"asr": 2.0})

@@ -29,7 +29,11 @@ def recipe(tmp_path):
             ids = rng.integers(0, layout.size, length).tolist()
             docs.append((ids, [0] * (length // 3) + [1] * (length - length // 3)))
         write_token_cache(tmp_path / "tokens" / split, docs)
-        sidecar = {"template": {"layout": layout.to_dict()}}  # as pretokenize_corpus writes it
+        sidecar = {  # as pretokenize_corpus writes it
+            "template": {"layout": layout.to_dict()},
+            "tasks": ["asr", "tts"],
+            "doc_tasks": [d % 2 for d in range(n)],
+        }
         (tmp_path / "tokens" / f"{split}.json").write_text(json.dumps(sidecar))
     config = {
         "extends": "tiny",
@@ -71,3 +75,18 @@ def test_flex16_tracks_float32_on_masked_data(recipe, tmp_path):
         losses[precision] = run_training(config).losses
     for step, loss in losses["float32"].items():
         assert losses["flex16+5"][step] == pytest.approx(loss, rel=0.01)
+
+
+def test_task_weights_and_the_loss_balance_in_the_log(recipe, tmp_path):
+    out_dir = train_main(
+        str(recipe), ["precision=float32", "packing=documents", "task_weights={asr: 4, tts: 1}",
+                      f"out_dir={tmp_path / 'weighted'}"],
+    )  # fmt: skip
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").open()]
+    logged = [r for r in records if "task_loss/asr" in r]
+    assert logged, records[:3]
+    for r in logged:
+        assert r["loss_share/task/asr"] + r["loss_share/task/tts"] == pytest.approx(1.0)
+        assert r["token_share/task/asr"] > r["token_share/task/tts"]  # weighted 4 to 1
+        shares = [r[f"loss_share/modality/{k}"] for k in ("special", "text", "image", "audio")]
+        assert sum(shares) == pytest.approx(1.0)
