@@ -82,10 +82,10 @@ VOICES: tuple[Voice, ...] = (
     Voice("jack", "en-gb-x-rp+john", 45, 155, "input"),
     Voice("kira", "en-029+steph", 67, 170, "input"),
     Voice("leo", "en-us-nyc+travis", 41, 180, "input"),
-    # Never in training. kai and nova: validation; the rest: test. rex, sia and tom use espeak
+    # Never in training. kai and noor: validation; the rest: test. rex, sia and tom use espeak
     # variants that no training voice uses, so the test also meets voices of an unseen kind.
     Voice("kai", "en-gb-x-gbcwmd+m5", 42, 165, "held_out"),
-    Voice("nova", "en-gb-scotland+f4", 61, 165, "held_out"),
+    Voice("noor", "en-gb-scotland+f4", 61, 165, "held_out"),
     Voice("lia", "en-029+f4", 68, 170, "held_out"),
     Voice("moss", "en-us+m6", 28, 155, "held_out"),
     Voice("otto", "en-us-nyc+m6", 34, 160, "held_out"),

@@ -38,6 +38,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from omniflex.model.assistant import AudioDelta, ImageOutput, Session, TextDelta
 from omniflex.model.sampling import SamplingConfig
+from omniflex.safety.voices import resolve_voice
 from omniflex.serve.app import ServerState, check_api_key
 from omniflex.serve.audio import (
     MODEL_RATE,
@@ -220,12 +221,10 @@ class RealtimeConnection:
         voice = c["audio"]["output"].get("voice")
         if isinstance(voice, dict):
             voice = voice.get("id")
-        if voice not in self.assistant.voices:
-            raise _ClientError(
-                f"unknown voice {voice!r}: this model speaks only in its preset voices "
-                f"{', '.join(self.assistant.voices)}",
-                "invalid_voice", "session.audio.output.voice",
-            )  # fmt: skip
+        try:  # the session keeps the name it was given; answers speak its preset
+            resolve_voice(voice, tuple(self.assistant.voices))
+        except ValueError as err:
+            raise _ClientError(str(err), "invalid_voice", "session.audio.output.voice") from None
         td = c["audio"]["input"].get("turn_detection")
         if td is not None:
             if not isinstance(td, dict) or td.get("type") not in ("server_vad", "semantic_vad"):
@@ -666,10 +665,10 @@ class RealtimeConnection:
         voice = voice or self.config["audio"]["output"]["voice"]
         if isinstance(voice, dict):
             voice = voice.get("id")
-        if voice not in self.assistant.voices:
-            raise _ClientError(f"unknown voice {voice!r}; use one of "
-                               f"{', '.join(self.assistant.voices)}", "invalid_voice",
-                               "response.audio.output.voice")  # fmt: skip
+        try:
+            voice = resolve_voice(voice, tuple(self.assistant.voices))
+        except ValueError as err:
+            raise _ClientError(str(err), "invalid_voice", "response.audio.output.voice") from None
         cap = params.get("max_output_tokens", self.config.get("max_output_tokens", "inf"))
         budget = self._answer_budget() if cap == "inf" else min(int(cap), self._answer_budget())
         spoken = "audio" in modalities

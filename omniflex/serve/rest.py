@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from omniflex.data.templates import TEMPLATES
 from omniflex.model.assistant import AudioDelta, ImageOutput, Session, TextDelta
 from omniflex.model.sampling import SamplingConfig
+from omniflex.safety.voices import resolve_voice
 from omniflex.serve.app import ServerState, check_api_key
 from omniflex.serve.audio import WIRE_RATE, float_to_pcm16, resample, to_wav_bytes
 from omniflex.serve.errors import ApiError
@@ -65,14 +66,11 @@ def _acquire(state: ServerState) -> None:
 
 
 def _voice(state: ServerState, voice: str, param: str) -> str:
-    if voice not in state.assistant.voices:
-        raise ApiError(
-            400,
-            f"unknown voice {voice!r}: this model speaks only in its preset voices "
-            f"{', '.join(state.assistant.voices)}",
-            param=param, code="invalid_voice",
-        )  # fmt: skip
-    return voice
+    """The preset that speaks for ``voice`` (a preset or one of OpenAI's voice names)."""
+    try:
+        return resolve_voice(voice, tuple(state.assistant.voices))
+    except ValueError as err:
+        raise ApiError(400, str(err), param=param, code="invalid_voice") from None
 
 
 def _sampling(temperature: float | None, top_p: float | None, seed: int | None,

@@ -135,7 +135,7 @@ def test_bad_events_answered_and_connection_survives(live) -> None:
             (json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
                 "input": {"format": {"type": "audio/pcmu"}}}}}), "unsupported_audio_format"),
             (json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
-                "output": {"voice": "alloy"}}}}), "invalid_voice"),
+                "output": {"voice": "lia"}}}}), "invalid_voice"),
             (json.dumps({"type": "input_audio_buffer.commit"}), "input_audio_buffer_commit_empty"),
             (json.dumps([1, 2]), "invalid_event"),
         ]  # fmt: skip
