@@ -12,9 +12,16 @@ from omniflex.safety.voice_classifier import (
     load_voice_classifier,
     save_voice_classifier,
 )
-from omniflex.safety.voices import preset_voice, preset_voice_names, validate_voice
+from omniflex.safety.voices import (
+    OPENAI_VOICES,
+    preset_voice,
+    preset_voice_names,
+    resolve_voice,
+    validate_voice,
+)
 
 __all__ = [
+    "OPENAI_VOICES",
     "REFUSAL",
     "Moderation",
     "ModerationResult",
@@ -26,6 +33,7 @@ __all__ = [
     "load_voice_classifier",
     "preset_voice",
     "preset_voice_names",
+    "resolve_voice",
     "save_voice_classifier",
     "validate_voice",
 ]
