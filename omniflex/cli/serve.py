@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -45,11 +47,27 @@ def make_server(settings: Any, assistant: Any = None, *, log_level: str = "info"
     return uvicorn.Server(config)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
     from omniflex.serve import ServeSettings
 
     configure_logging()
+    if not _loopback(args.host) and not os.environ.get("OMNIFLEX_API_KEY") and not args.no_key:
+        print(
+            f"omniflex serve: refusing to listen on {args.host} without an API key: anyone who "
+            "can reach this machine could use the model. Set OMNIFLEX_API_KEY (clients then "
+            "send 'Authorization: Bearer KEY'), serve on 127.0.0.1, or pass --no-key if the "
+            "network is yours alone.",
+            file=sys.stderr,
+        )
+        return 2
     settings = ServeSettings.from_env(
         model=args.model, host=args.host, port=args.port, precision=args.precision,
         max_sessions=args.max_sessions, threads=args.threads,
@@ -81,6 +99,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny", help="shipped model or model folder (tiny)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument(
+        "--no-key", action="store_true",
+        help="allow a non-loopback --host without OMNIFLEX_API_KEY (refused otherwise)",
+    )  # fmt: skip
     p.add_argument(
         "--precision", choices=["float32"],
         help="run flex-trained weights dequantised in float32 (faster; default: as trained)",

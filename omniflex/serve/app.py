@@ -8,6 +8,7 @@ connection is accepted.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -95,10 +96,13 @@ def check_api_key(settings: ServeSettings, authorization: str | None, protocols:
     key = settings.api_key
     if not key:
         return
-    if authorization == f"Bearer {key}":
+    scheme, _, given_key = (authorization or "").strip().partition(" ")
+    # the scheme is case-insensitive (RFC 7235); keys compare in constant time
+    if scheme.lower() == "bearer" and _same_key(given_key.strip(), key):
         return
+    prefix = "openai-insecure-api-key."
     offered = [p.strip() for p in protocols.split(",") if p.strip()]
-    if f"openai-insecure-api-key.{key}" in offered:
+    if any(p.startswith(prefix) and _same_key(p[len(prefix) :], key) for p in offered):
         return
     given = "no Authorization header" if not authorization else "a wrong key"
     raise ApiError(
@@ -107,6 +111,11 @@ def check_api_key(settings: ServeSettings, authorization: str | None, protocols:
         "the key is the server's OMNIFLEX_API_KEY",
         code="invalid_api_key",
     )
+
+
+def _same_key(given: str, key: str) -> bool:
+    """Constant-time comparison: the time taken says nothing about how much of a key was right."""
+    return hmac.compare_digest(given.encode(), key.encode())
 
 
 class _BodyLimit:

@@ -69,3 +69,31 @@ def test_guards() -> None:
     guard = make_output_guard(enabled=True)  # omniflex.safety when it loads
     guard.start("aria")
     assert guard.check_text("hello").allowed
+
+
+def test_api_key_check() -> None:
+    from omniflex.serve.app import check_api_key
+    from omniflex.serve.errors import ApiError
+
+    settings = ServeSettings(api_key="s3cret")
+    for ok in ("Bearer s3cret", "bearer s3cret", "BEARER  s3cret "):
+        check_api_key(settings, ok)
+    check_api_key(settings, None, "realtime, openai-insecure-api-key.s3cret")
+    for bad in (None, "Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "s3cret"):
+        with pytest.raises(ApiError) as err:
+            check_api_key(settings, bad, "openai-insecure-api-key.nope")
+        assert err.value.status == 401
+    check_api_key(ServeSettings(), None)  # no key set: open (loopback by default)
+
+
+def test_serve_refuses_an_open_address_without_a_key(monkeypatch, capsys) -> None:
+    from omniflex.cli.main import build_parser
+
+    monkeypatch.delenv("OMNIFLEX_API_KEY", raising=False)
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0"])
+    assert args.func(args) == 2  # refused before any model is loaded
+    assert "OMNIFLEX_API_KEY" in capsys.readouterr().err
+    from omniflex.cli.serve import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost")
+    assert not _loopback("0.0.0.0") and not _loopback("192.168.1.4")
