@@ -95,8 +95,24 @@ def _cmd_data_tokenize(args: argparse.Namespace) -> int:
     for split, meta in metas.items():
         scalars = {k: v for k, v in meta.items() if not isinstance(v, (list, dict))}
         print(f"{split}: {json.dumps(scalars)}")
+    if "train" in metas:
+        print(_balance_table(metas["train"]["loss_tokens_by_task"]))
     print(f"token caches in {out}/{{split}}/; statistics in {out}/{{split}}.json")
     return 0
+
+
+def _balance_table(by_task: dict[str, dict[str, int]]) -> str:
+    """The training split's loss-bearing tokens per task and kind, with each task's share: what
+    a recipe's task_weights rebalance."""
+    kinds = ("text", "audio", "image", "special")
+    total = sum(sum(k.values()) for k in by_task.values()) or 1
+    lines = ["loss-bearing tokens (train):", f"{'task':<18}" + "".join(f"{k:>10}" for k in kinds)
+             + f"{'share':>9}"]  # fmt: skip
+    for task, counts in sorted(by_task.items(), key=lambda kv: -sum(kv[1].values())):
+        share = sum(counts.values()) / total
+        lines.append(f"{task:<18}" + "".join(f"{counts.get(k, 0):>10}" for k in kinds)
+                     + f"{share:>9.1%}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _cmd_bench_flex(args: argparse.Namespace) -> int:

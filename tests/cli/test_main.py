@@ -47,3 +47,15 @@ def test_bench_flex_prints_json_ratios(capsys):
     assert main(["bench", "flex", "--json", "--only", "param_bytes_vs_fp32"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["param_bytes_vs_fp32"]["ratio"] <= 0.52
+
+
+def test_data_tokenize_prints_the_task_balance():
+    from omniflex.cli.main import _balance_table
+
+    table = _balance_table({
+        "asr": {"text": 100, "audio": 0, "image": 0, "special": 20},
+        "tts": {"text": 30, "audio": 900, "image": 0, "special": 40},
+    })  # fmt: skip
+    lines = table.splitlines()
+    assert lines[2].split() == ["tts", "30", "900", "0", "40", "89.0%"]  # largest first
+    assert lines[3].split()[-1] == "11.0%"
