@@ -3,7 +3,7 @@
 Running the audio codec, the image tokenizer and the video reader on every step would cost the
 trainer more than the model does on a CPU, so each split is encoded once into::
 
-    out_dir/{split}/         the trainer's token cache (``omniflex.train.write_token_cache``):
+    out_dir/{split}/         the token cache (``omniflex.model.token_cache``):
         ids.npy              int32  (N,)      every document's ids, concatenated in shard order
         loss_mask.npy        uint8  (N,)      1 where the model is trained to predict the id
         offsets.npy          int64  (D + 1,)  document d is ids[offsets[d] : offsets[d + 1]]
@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from omniflex.data.shards import read_shard
 from omniflex.model.chat import ChatFormatError, ChatTemplate
+from omniflex.model.token_cache import write_token_cache
 from omniflex.tokenizers import special
 
 __all__ = ["pretokenize_corpus"]
@@ -188,11 +189,6 @@ def pretokenize_corpus(
     Raises ``ChatFormatError`` naming the shard and sample for a conversation that does not
     fit the format, ``FileNotFoundError`` for a split without shards.
     """
-    # The cache format belongs to the trainer (omniflex.train, a layer above this one): imported
-    # here, not at module level, so that importing omniflex.model never imports omniflex.train
-    # (whose run module imports omniflex.model: a cycle).
-    from omniflex.train.dataset import write_token_cache
-
     corpus, out = Path(corpus_dir), Path(out_dir)
     if workers < 1:
         raise ValueError(f"pretokenize_corpus: workers must be >= 1, got {workers}")

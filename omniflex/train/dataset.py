@@ -1,15 +1,8 @@
 """``TokenDataset``: pre-tokenized documents packed into fixed-length training blocks.
 
-The chat template turns each corpus conversation into ``(ids, loss_mask)``; ``write_token_cache``
-stores a split of them as one folder of memory-mappable arrays::
-
-    <path>/ids.npy        int32  (N,)         every document's ids, concatenated
-    <path>/loss_mask.npy  uint8  (N,)         1 where the token is a training target
-    <path>/offsets.npy    int64  (D + 1,)     document d is ids[offsets[d]:offsets[d + 1]]
-    <path>/meta.json      format version, token and document counts, largest id
-
-Training reads blocks of ``seq_len + 1`` tokens (inputs are the first ``seq_len``, targets the
-last ``seq_len``), packed one of two ways (``packing``):
+It reads a token cache (``omniflex.model.token_cache``: every document's ids and loss mask, and
+beside it each document's task). Training reads blocks of ``seq_len + 1`` tokens (inputs are
+the first ``seq_len``, targets the last ``seq_len``), packed one of two ways (``packing``):
 
 * ``"stream"``: documents run on across block boundaries, as in GPT-style packing, so no token
   is padding. Each epoch starts the blocks at a seeded offset in ``[0, seq_len)`` (so block
@@ -30,16 +23,15 @@ state there is: ``state_dict()`` / ``load_state_dict()`` resume at the exact nex
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
+
+from omniflex.model.token_cache import CACHE_VERSION, read_sidecar, write_token_cache
 
 __all__ = [
     "CACHE_VERSION",
@@ -48,11 +40,9 @@ __all__ = [
     "Block",
     "Packing",
     "TokenDataset",
-    "write_token_cache",
+    "write_token_cache",  # re-exported from omniflex.model.token_cache, its owner
 ]
 
-CACHE_VERSION = 1
-_ID_LIMIT = 2**31 - 1
 Packing = Literal["stream", "documents"]
 ROW_WINDOW = 16  # rows open at once while packing whole documents (first fit among them)
 _PAD_ID = 0  # <|pad|> (omniflex.tokenizers.special); its targets carry no loss
@@ -124,60 +114,6 @@ class Batch:
         return float(self.loss_weights.sum())
 
 
-def write_token_cache(
-    path: str | Path, docs: Iterable[tuple[Sequence[int], Sequence[int]]]
-) -> dict[str, Any]:
-    """Write ``(ids, loss_mask)`` documents as a token cache folder at ``path``; returns its meta.
-
-    The folder is written beside ``path`` and renamed into place, so a reader never sees half a
-    cache. An existing cache at ``path`` is replaced.
-    """
-    path = Path(path)
-    ids_buf, mask_buf, offsets = array("i"), array("B"), array("q", [0])
-    max_id = -1
-    for d, (ids, mask) in enumerate(docs):
-        if len(ids) != len(mask):
-            raise ValueError(
-                f"document {d}: ids has {len(ids)} tokens but loss_mask has {len(mask)}; the "
-                "template must give one mask value per token"
-            )
-        if len(ids) == 0:
-            continue
-        doc_ids = np.asarray(ids, dtype=np.int64)
-        doc_mask = np.asarray(mask)
-        if doc_ids.min() < 0 or doc_ids.max() > _ID_LIMIT:
-            raise ValueError(
-                f"document {d}: token ids must be in [0, 2**31), "
-                f"got {doc_ids.min()}..{doc_ids.max()}"
-            )
-        if not np.isin(doc_mask, (0, 1)).all():
-            raise ValueError(f"document {d}: loss_mask values must be 0 or 1 (or bool)")
-        ids_buf.extend(doc_ids.astype(np.int32).tolist())
-        mask_buf.extend(doc_mask.astype(np.uint8).tolist())
-        offsets.append(len(ids_buf))
-        max_id = max(max_id, int(doc_ids.max()))
-    if len(offsets) == 1:
-        raise ValueError(f"no non-empty documents to write to {path}")
-    meta = {
-        "version": CACHE_VERSION,
-        "tokens": len(ids_buf),
-        "documents": len(offsets) - 1,
-        "loss_tokens": int(sum(mask_buf)),
-        "max_id": max_id,
-    }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "ids.npy", np.frombuffer(ids_buf, dtype=np.int32))
-    np.save(tmp / "loss_mask.npy", np.frombuffer(mask_buf, dtype=np.uint8))
-    np.save(tmp / "offsets.npy", np.frombuffer(offsets, dtype=np.int64))
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return meta
-
-
 class TokenDataset:
     """Fixed-length blocks from a token cache, in a deterministic, resumable order.
 
@@ -243,7 +179,7 @@ class TokenDataset:
                 f"{seq_len + 1} tokens (the shortest has {int(lengths.min())}); raise seq_len"
             )
         self._rows: list[np.ndarray] = []
-        self.sidecar = _read_sidecar(self.path)
+        self.sidecar = read_sidecar(self.path)
         self.tasks, self.doc_tasks = _tasks_of(self.sidecar, self.path, self.num_documents)
         self.task_weights = self._weights(task_weights or {})
         self.epoch = 0
@@ -465,13 +401,6 @@ def _weights_of(tasks: np.ndarray, task_weights: np.ndarray) -> np.ndarray:
     """Per-token weights from per-token task indices (-1, padding or unknown: weight 0)."""
     table = np.append(task_weights, np.float32(0.0))  # index -1 -> the appended 0
     return table[tasks].astype(np.float32)
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    """The statistics ``omniflex data tokenize`` writes beside a cache (``<path>.json``), or
-    ``{}`` for a cache written without them."""
-    sidecar = Path(f"{path}.json")
-    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
 
 
 def _tasks_of(
