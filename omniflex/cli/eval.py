@@ -177,4 +177,38 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     safety.add_argument("--out", help="folder for safety.json and safety.md")
     safety.add_argument("--no-progress", action="store_true", help="no progress bar")
     safety.set_defaults(func=_cmd_safety)
+    judge = eval_sub.add_parser(
+        "train-judge", help="retrain an independent judge (speech recogniser or scene judge)",
+        description=(
+            "Train one of the judges that score the model's outputs, apart from the model: "
+            "'speech' (a CTC recogniser over log-mel, trained on espeak-ng speech of the "
+            "grammar's training sentences and the corpus's answers in the input and preset "
+            "voices; its WER on held-out voices and unseen sentences goes into its metadata) "
+            "or 'scene' (a CNN that names the shape and colour in each cell of a scene). "
+            "Writes config.json and model.safetensors to --out (default: the shipped folder)."
+        ),
+    )  # fmt: skip
+    judge.add_argument("kind", choices=["speech", "scene"])
+    judge.add_argument("--out", help="output folder (default: the shipped judge's folder)")
+    judge.add_argument("--minutes", type=float, default=25.0,
+                       help="speech: training time budget in minutes (default: 25)")  # fmt: skip
+    judge.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    judge.set_defaults(func=_cmd_train_judge)
     return ev
+
+
+def _cmd_train_judge(args: argparse.Namespace) -> int:
+    if args.kind == "speech":
+        from omniflex.eval.speech_judge import SPEECH_JUDGE_ASSETS, train_speech_judge
+
+        out = args.out or SPEECH_JUDGE_ASSETS
+        metrics = train_speech_judge(out, minutes=args.minutes, seed=args.seed)
+    else:
+        from omniflex.eval.scene_judge import JUDGE_ASSETS, train_scene_judge
+
+        out = args.out or JUDGE_ASSETS
+        train_scene_judge(out, seed=args.seed)
+        metrics = json.loads((Path(out) / "config.json").read_text()).get("metadata", {})
+    print(json.dumps(metrics, indent=2, default=str))
+    print(f"judge written to {out}")
+    return 0

@@ -10,7 +10,7 @@ SUBCOMMANDS = [
     [], ["flex"], ["flex", "demo"], ["flex", "plot"], ["flex", "repro"], ["data"],
     ["data", "build"], ["data", "convert"], ["bench"], ["bench", "flex"],
     ["bench", "tokenizers"], ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "roundtrip"],
-    ["data", "tokenize"], ["train"], ["bench", "model"], ["generate"],
+    ["data", "tokenize"], ["train"], ["bench", "model"], ["generate"], ["eval", "train-judge"],
 ]  # fmt: skip
 
 
