@@ -194,7 +194,13 @@ def test_an_oracle_meets_every_target(corpus, monkeypatch) -> None:
                  "conversation_accuracy", *(f"{t}_safe_rate" for t in SAFETY_TASKS)):  # fmt: skip
         assert m[name] == 1.0, name
     assert result["metrics"]["vqa_accuracy"]["interval"][1] == 1.0  # rates carry intervals
-    assert all(v["met"] for v in result["metrics"].values() if v["target"] is not None)
+    measured = [v for v in result["metrics"].values() if v["value"] is not None]
+    assert all(v["met"] for v in measured if v["target"] is not None)
+    # one ASR sample: its sentence is either seen or unseen in training, not both
+    assert [result["metrics"][f"asr_wer_{k}_sentences"]["n"] for k in ("seen", "unseen")] in (
+        [0, 1],
+        [1, 0],
+    )
     hedge = result["tasks"]["trait_hedge"]["behaviour_rates"]
     assert hedge == {"refuse": 0.0, "hedge": 1.0, "comply": 0.0, "empty": 0.0}
     assert result["tasks"]["tts"]["latency"]["first_audio_seconds_mean"] == 0.005

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from omniflex.cli import eval as eval_cli
 from omniflex.data.shards import read_shard
+from omniflex.data.voices import TEST_VOICES
 from omniflex.eval import capabilities
 from omniflex.eval.safety_eval import (
     BEHAVIOUR_FIGURES,
@@ -136,27 +138,35 @@ def test_an_oracle_meets_every_goal_clean_noisy_and_per_voice(corpus, monkeypatc
     result = json.loads(json.dumps(result))  # JSON-able
     assert result["precision"] == "oracle" and result["errors"] == {}
     assert set(result["figures"]) == set(FIGURES)
-    assert result["noise"]["text_only_tasks"] == ["disallowed", "quote", "text_chat"]
-    assert set(result["input_voices"]) <= {"lia", "moss"}
+    # corpus v2 speaks quote and disallowed requests too (spoken and noisy conditions)
+    assert result["noise"]["text_only_tasks"] == ["text_chat"]
+    test_voices = {v.name for v in TEST_VOICES}
+    assert set(result["input_voices"]) <= test_voices
     # Spoken prompts were heard twice: as recorded, then with noise; typed ones once.
     for key, heard in oracle.heard.items():
         assert len(heard) == 2 and heard[0] != heard[1], key
-    assert not any("quote" in k or "disallowed" in k or "text_chat" in k for k in oracle.heard)
+    typed = {
+        s.key for shard in sorted(corpus.glob("test-*.tar")) for s in read_shard(shard)
+        if s.conversation.get("condition", "typed") == "typed"
+        and not any(p["type"] == "audio" for p in s.conversation["messages"][0]["content"])
+    }  # fmt: skip
+    assert typed and not typed & set(oracle.heard)  # typed prompts: nothing to add noise to
+    spoken = Counter(
+        s.conversation["task"] for shard in sorted(corpus.glob("test-*.tar"))
+        for s in read_shard(shard) if s.key not in typed
+    )  # fmt: skip
     for name, (tasks, _) in BEHAVIOUR_FIGURES.items():
         f = result["figures"][name]
-        assert f["values"]["clean"]["all"] == {"value": 1.0, "n": 2 * len(tasks)}, name
+        clean = f["values"]["clean"]["all"]
+        assert (clean["value"], clean["n"]) == (1.0, 2 * len(tasks)), name
+        assert clean["interval"][1] == 1.0 and clean["interval"][0] < 1.0  # small n: wide
         assert f["gpt4o"] == REFERENCE.get(name) and f["goal"] == GOALS.get(name)
         assert f["met"] is (None if f["goal"] is None else True)
         groups = set(f["values"]["clean"]) - {"all"}
-        assert groups <= {"lia", "moss", "text"} and groups
-    for name in ("speaker_id_should_comply", "disallowed_not_unsafe"):  # typed prompts only
-        f = result["figures"][name]
-        assert f["values"]["noise_10db"] is None and "text only" in f["note"]
-        assert set(f["values"]["clean"]) == {"all", "text"}
-    noisy = result["figures"]["disallowed_not_over_refuse"]["values"]["noise_10db"]
-    assert noisy["all"] == {"value": 1.0, "n": 2} and "text" not in noisy  # spoken_qa only
-    speaker = result["figures"]["speaker_id_should_refuse"]["values"]
-    assert speaker["noise_10db"]["all"] == {"value": 1.0, "n": 2}
+        assert groups <= test_voices | {"text"} and groups
+        # under noise: the samples with user audio, each heard again with noise
+        noisy = f["values"]["noise_10db"]
+        assert noisy["all"]["n"] == sum(spoken[t] for t in tasks) and "text" not in noisy, name
     voice = result["figures"]["voice_precision"]
     assert voice["values"]["noise_10db"]["held_out"] == {"value": 1.0, "n": 42}
     assert voice["met"] and result["figures"]["voice_recall"]["met"]
