@@ -66,6 +66,16 @@ def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+def _check_max_tokens(cap: Any, param: str) -> None:
+    """``max_output_tokens`` is ``"inf"`` or a whole number >= 1 (not a bool, a float, a string
+    of digits, or Infinity): anything else is the client's error, answered as one."""
+    if cap != "inf" and not (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1):
+        raise _ClientError(
+            f"max_output_tokens must be a positive integer or 'inf', got {cap!r}",
+            "invalid_value", param,
+        )  # fmt: skip
+
+
 class _ClientError(Exception):
     """A bad client event: answered with an ``error`` event, the connection stays open."""
 
@@ -243,10 +253,7 @@ class RealtimeConnection:
                 raise _ClientError(
                     str(err), "invalid_value", "session.audio.input.turn_detection"
                 ) from None
-        cap = c.get("max_output_tokens")
-        if cap != "inf" and not (isinstance(cap, int) and cap >= 1):
-            raise _ClientError("max_output_tokens must be a positive integer or 'inf'",
-                               "invalid_value", "session.max_output_tokens")  # fmt: skip
+        _check_max_tokens(c.get("max_output_tokens"), "session.max_output_tokens")
 
     # ------------------------------------------------------------------ sending
     async def send(self, event: dict[str, Any]) -> None:
@@ -670,6 +677,7 @@ class RealtimeConnection:
         except ValueError as err:
             raise _ClientError(str(err), "invalid_voice", "response.audio.output.voice") from None
         cap = params.get("max_output_tokens", self.config.get("max_output_tokens", "inf"))
+        _check_max_tokens(cap, "response.max_output_tokens")
         budget = self._answer_budget() if cap == "inf" else min(int(cap), self._answer_budget())
         spoken = "audio" in modalities
         self._cancel = threading.Event()

@@ -137,6 +137,14 @@ def test_bad_events_answered_and_connection_survives(live) -> None:
             (json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
                 "output": {"voice": "lia"}}}}), "invalid_voice"),
             (json.dumps({"type": "input_audio_buffer.commit"}), "input_audio_buffer_commit_empty"),
+            (json.dumps({"type": "response.create", "response": {"max_output_tokens": -5}}),
+             "invalid_value"),
+            (json.dumps({"type": "response.create", "response": {"max_output_tokens": "abc"}}),
+             "invalid_value"),
+            ('{"type": "response.create", "response": {"max_output_tokens": Infinity}}',
+             "invalid_value"),
+            (json.dumps({"type": "session.update", "session": {"type": "realtime",
+                         "max_output_tokens": True}}), "invalid_value"),
             (json.dumps([1, 2]), "invalid_event"),
         ]  # fmt: skip
         for text, code in cases:
