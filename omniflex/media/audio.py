@@ -28,6 +28,8 @@ from omniflex.media.errors import MediaError
 
 __all__ = [
     "MAX_AUDIO_BYTES",
+    "MAX_CHANNELS",
+    "MAX_SAMPLE_RATE",
     "MAX_SECONDS",
     "SAMPLE_RATE",
     "read_audio",
@@ -40,6 +42,12 @@ __all__ = [
 SAMPLE_RATE = 16_000
 MAX_SECONDS = 600.0
 MAX_AUDIO_BYTES = 200_000_000
+# A small compressed file can declare a huge decode (a 94 KB FLAC of 60 s at 192 kHz x 8
+# channels): rate and channels are capped from the header, and blocks are downmixed as they are
+# decoded, so memory follows the mono length, not rate x channels x seconds.
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 8
+_BLOCK_FRAMES = 1 << 16
 
 _EXPECTED = "a WAV or FLAC file"
 _READ_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "FLAC"})  # libsndfile's major format names
@@ -91,22 +99,50 @@ def read_audio(
                     f"(convert it, e.g. `ffmpeg -i IN OUT.flac`)"
                 )
             rate, declared = f.samplerate, f.frames
+            _check_layout(label, rate, f.channels)
             _check_duration(label, declared / rate, max_seconds)
-            data = f.read(dtype="float32", always_2d=True)  # (N, C)
+            mono = _read_mono(f, label, rate, max_seconds)
     except sf.LibsndfileError as err:
         raise MediaError(_decode_failure(raw, label, err.error_string)) from None
-    _check_duration(label, data.shape[0] / rate, max_seconds)  # FLAC may not declare a length
-    _check_complete(raw, label, decoded=data.shape[0], declared=declared)
-    if data.shape[0] == 0:
+    _check_complete(raw, label, decoded=mono.shape[0], declared=declared)
+    if mono.shape[0] == 0:
         raise MediaError(f"audio file {label} has no samples (0 s); expected at least one")
-    finite = np.isfinite(data)
-    if not finite.all():
-        first = int(np.argmin(finite.all(axis=1)))
+    return resample(mono, rate)
+
+
+def _check_layout(label: str, rate: int, channels: int) -> None:
+    if rate > MAX_SAMPLE_RATE:
         raise MediaError(
-            f"audio file {label} has {int((~finite).sum())} NaN or Inf samples (first at "
-            f"{first / rate:.3f} s); expected finite samples in [-1, 1]"
+            f"audio file {label} is sampled at {rate} Hz, over the {MAX_SAMPLE_RATE} Hz limit; "
+            "resample it (speech needs 16 kHz)"
         )
-    return resample(data.mean(axis=1), rate)
+    if channels > MAX_CHANNELS:
+        raise MediaError(
+            f"audio file {label} has {channels} channels, over the {MAX_CHANNELS}-channel "
+            "limit; mix it down to mono or stereo"
+        )
+
+
+def _read_mono(f: sf.SoundFile, label: str, rate: int, max_seconds: float) -> np.ndarray:
+    """Decode block by block, averaging the channels of each block: (N,) float32. Stops at the
+    first block past ``max_seconds`` (FLAC may not declare a length)."""
+    blocks, frames = [], 0
+    bad, first_bad = 0, -1
+    for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):  # (n, C)
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad += int((~finite).sum())
+            if first_bad < 0:
+                first_bad = frames + int(np.argmin(finite.all(axis=1)))
+        blocks.append(block.mean(axis=1))
+        frames += block.shape[0]
+        _check_duration(label, frames / rate, max_seconds)
+    if bad:
+        raise MediaError(
+            f"audio file {label} has {bad} NaN or Inf samples (first at {first_bad / rate:.3f} "
+            "s); expected finite samples in [-1, 1]"
+        )
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 
 def _check_duration(label: str, seconds: float, max_seconds: float) -> None:

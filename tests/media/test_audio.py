@@ -224,3 +224,21 @@ def test_write_refuses_bad_rate_and_missing_folder(tmp_path):
         to_flac_bytes(speechlike(100), rate=0)
     with pytest.raises(MediaError, match="does not exist; create it first"):
         write_audio(tmp_path / "no" / "a.wav", speechlike(100))
+
+
+def test_rate_and_channel_bombs_are_refused_from_the_header():
+    """A few KB of FLAC can declare minutes at 192 kHz x 8 channels: refused before decoding
+    where the header says too much, and decoded block by block (mono) where it does not."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((400, 16), np.float32), 16000, format="WAV", subtype="PCM_16")
+    with pytest.raises(MediaError, match=r"16 channels, over the 8-channel limit"):
+        read_audio(buf.getvalue(), name="wide.wav")
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(400, np.float32), 384000, format="WAV", subtype="PCM_16")
+    with pytest.raises(MediaError, match=r"384000 Hz, over the 192000 Hz limit"):
+        read_audio(buf.getvalue(), name="fast.wav")
+    stereo = np.stack([speechlike(1600), -speechlike(1600)], axis=1).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, np.tile(stereo, (100, 1)), 16000, format="FLAC")  # several decode blocks
+    got = read_audio(buf.getvalue(), name="stereo.flac")
+    assert got.shape == (160_000,) and np.abs(got).max() < 1e-3  # the channels cancel
