@@ -90,12 +90,18 @@ def error_event(
     }  # fmt: skip
 
 
+def _union_branch(part: str) -> bool:
+    return part in ("str", "constrained-str", "int", "float") or "[" in part
+
+
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     """(message, param) for pydantic/FastAPI validation errors: the first error, located."""
     if not errors:
         return "invalid request", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    # pydantic names the branch of a union it tried ("str", "constrained-str", "list[...]"):
+    # not part of the request's shape, so left out of the parameter's path
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _union_branch(str(p))]
     param = ".".join(loc) or None
     kind = first.get("type", "")
     if kind == "json_invalid":

@@ -60,12 +60,17 @@ ContentPart = Annotated[TextPart | ImageURLPart | InputAudioPart, Field(discrimi
 
 class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
+    # a plain string is capped like a text part: it is refused before it is tokenized
+    content: Annotated[str, Field(max_length=MAX_TEXT)] | list[ContentPart] | None = None
     name: str | None = None
 
 
 class AudioOutputParams(_Lenient):
-    voice: str = Field(description="a preset voice: aria, bram, cleo or dax")
+    voice: str = Field(
+        description="a preset voice (aria, bram, cleo, dax) or an OpenAI voice name, which "
+        "speaks as one of them (alloy, ash, ballad, cedar, coral, echo, fable, marin, nova, "
+        "onyx, sage, shimmer, verse)"
+    )
     format: Literal["wav", "pcm16"] = "wav"
 
 

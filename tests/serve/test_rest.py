@@ -196,6 +196,10 @@ def test_image_generation(live) -> None:
             ).encode(),
             "audio",
         ),
+        (  # a plain-string prompt over the text cap: refused before it is tokenized
+            json.dumps({"messages": [{"role": "user", "content": "word " * 5000}]}).encode(),
+            "messages.0.content",
+        ),
     ],
 )
 def test_bad_requests_are_openai_shaped_400(live, body: bytes, param: str | None) -> None:
