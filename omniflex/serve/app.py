@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniflex.model.assistant import Assistant
 from omniflex.serve.errors import ApiError, install_error_handlers
+from omniflex.serve.guard import require_safety, safety_status
 from omniflex.serve.settings import ServeSettings
 
 __all__ = ["Capacity", "JsonLogFormatter", "ServerState", "check_api_key", "create_app"]
@@ -176,6 +177,7 @@ def create_app(assistant: Assistant, settings: ServeSettings | None = None) -> F
     from omniflex.serve import realtime, rest
 
     settings = settings or ServeSettings.from_env()
+    require_safety(settings.voice_guard)  # fail closed, before any port opens
     state = ServerState(assistant, settings, Capacity(settings.max_sessions))
     state.model_name = f"omniflex-{assistant.name}"
 
@@ -229,7 +231,11 @@ def create_app(assistant: Assistant, settings: ServeSettings | None = None) -> F
 
     @app.get("/healthz", include_in_schema=False)
     async def _health() -> dict[str, Any]:
-        return {"ready": state.ready.is_set(), "sessions": state.capacity.used}
+        return {
+            "ready": state.ready.is_set(),
+            "sessions": state.capacity.used,
+            "safety": safety_status(settings.voice_guard),
+        }
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
     return app

@@ -18,7 +18,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GuardDecision", "OutputGuard", "SafetyOutputGuard", "make_output_guard"]
+__all__ = [
+    "GuardDecision",
+    "OutputGuard",
+    "SafetyOutputGuard",
+    "SafetyUnavailableError",
+    "make_output_guard",
+    "require_safety",
+    "safety_status",
+]
+
+
+class SafetyUnavailableError(RuntimeError):
+    """The voice guard was asked for but ``omniflex.safety`` cannot load it."""
+
 
 log = logging.getLogger("omniflex.serve")
 
@@ -107,6 +120,7 @@ def make_output_guard(enabled: bool = True, *, moderation: bool = True) -> Outpu
 
 
 _SAFETY: tuple[Any, Any] | None = None
+_SAFETY_ERRORS: dict[str, str] = {}
 
 
 def _safety() -> tuple[Any, Any]:
@@ -122,9 +136,36 @@ def _safety() -> tuple[Any, Any]:
                 policy: Any = Policy()
             except Exception as err:  # moderation weights missing: voice guard alone
                 log.warning("moderation unavailable (%s); output text is not moderated", err)
+                _SAFETY_ERRORS["moderation"] = f"{type(err).__name__}: {err}"
                 policy = None
             _SAFETY = (VoiceGuard.from_shipped, policy)
         except Exception as err:
             log.warning("omniflex.safety unavailable (%s); output guard passes through", err)
+            _SAFETY_ERRORS["voice_guard"] = f"{type(err).__name__}: {err}"
             _SAFETY = (None, None)
     return _SAFETY
+
+
+def safety_status(voice_guard: bool = True) -> dict[str, Any]:
+    """What guards the output (``/healthz`` reports it): each of the voice guard and moderation
+    ``"on"``, ``"off"`` (not asked for) or ``"unavailable"``, with the load error if any."""
+    factory, policy = _safety()
+    status: dict[str, Any] = {
+        "voice_guard": ("on" if factory else "unavailable") if voice_guard else "off",
+        "moderation": "on" if policy else "unavailable",
+    }
+    if _SAFETY_ERRORS:
+        status["errors"] = dict(_SAFETY_ERRORS)
+    return status
+
+
+def require_safety(voice_guard: bool) -> None:
+    """Fail closed: refuse to serve when the voice guard is asked for and cannot load."""
+    status = safety_status(voice_guard)
+    if status["voice_guard"] == "unavailable":
+        raise SafetyUnavailableError(
+            "the voice guard is on but cannot load "
+            f"({status.get('errors', {}).get('voice_guard', 'unknown error')}); the server "
+            "will not speak unguarded. Reinstall omniflex (its safety weights ship in "
+            "omniflex/assets/safety) or start it with --no-voice-guard"
+        )

@@ -97,3 +97,26 @@ def test_serve_refuses_an_open_address_without_a_key(monkeypatch, capsys) -> Non
 
     assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost")
     assert not _loopback("0.0.0.0") and not _loopback("192.168.1.4")
+
+
+def test_safety_fails_closed_and_healthz_says_what_guards(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from omniflex.serve import create_app, guard
+
+    monkeypatch.setattr(guard, "_SAFETY", (None, None))  # as if the weights would not load
+    monkeypatch.setattr(guard, "_SAFETY_ERRORS", {"voice_guard": "OSError: no weights"})
+    with pytest.raises(guard.SafetyUnavailableError, match=r"no weights.*--no-voice-guard"):
+        create_app(SimpleNamespace(name="x"), ServeSettings(voice_guard=True))
+    status = guard.safety_status(voice_guard=False)
+    assert status["voice_guard"] == "off" and status["moderation"] == "unavailable"
+    assert status["errors"] == {"voice_guard": "OSError: no weights"}
+
+
+def test_healthz_reports_the_guards(live) -> None:
+    import requests
+
+    health = requests.get(live.base_url.removesuffix("/v1") + "/healthz", timeout=10).json()
+    assert health["ready"] is True
+    assert health["safety"]["voice_guard"] == "off"  # the test server runs without it
+    assert health["safety"]["moderation"] in ("on", "unavailable")
