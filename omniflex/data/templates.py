@@ -5,7 +5,7 @@ Held-out wordings are new *combinations* of words that training wordings use, in
 and position (a capital only where a training wording starts with that word): a test prompt then
 contains no word, and so no BPE piece, that training never showed the model
 (``tests/data/test_corpus.py`` checks this over a whole corpus, and
-``tests/model/test_pretokenize.py`` checks it again in token pieces).
+``tests/tokenizers/test_text.py`` checks it again in the shipped BPE's token ids).
 
 The facts keep a closed set of answers, but each fact has several wordings of its question, the
 last one test-only: every test question is a wording the model never saw.
