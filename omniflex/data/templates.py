@@ -4,7 +4,7 @@ validation-only, so evaluation measures generalisation to unseen phrasings.
 Held-out wordings are new *combinations* of words that training wordings use, in the same case
 and position (a capital only where a training wording starts with that word): a test prompt then
 contains no word, and so no BPE piece, that training never showed the model
-(``tests/data/test_corpus.py`` checks this over a whole corpus, and
+(``tests/data/test_held_out.py`` checks this over a whole corpus, and
 ``tests/tokenizers/test_text.py`` checks it again in the shipped BPE's token ids).
 
 The facts keep a closed set of answers, but each fact has several wordings of its question, the
