@@ -67,9 +67,13 @@ def iter_conversations(size: str, split: str, seed: int = 0) -> Iterator[dict[st
     ``seconds``). Seconds for a ``tiny`` split instead of minutes: for checks over the text."""
     if size not in SIZES:
         raise ValueError(f"unknown corpus size {size!r}; choose from {list(SIZES)}")
-    for task in TASKS:
-        for i in range(split_count(size, task, split)):
-            yield make_sample(task, split, i, seed, media=False).conversation  # type: ignore[arg-type]
+    for task, _, i in _items(size, split):
+        yield make_sample(task, split, i, seed, media=False).conversation  # type: ignore[arg-type]
+
+
+def _items(size: str, split: str) -> list[tuple[str, str, int]]:
+    """``(task, split, index)`` of every sample of ``split``, in shard order."""
+    return [(t, split, i) for t in TASKS for i in range(split_count(size, t, split))]
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,7 @@ class _ShardJob:
 def _plan(size: str, out: Path, seed: int) -> list[_ShardJob]:
     jobs = []
     for split in ("train", "val", "test"):
-        items = []
-        for task in TASKS:
-            n = split_count(size, task, split)
-            items.extend((task, split, i) for i in range(n))
+        items = _items(size, split)
         for s in range(0, len(items), PER_SHARD):
             path = out / f"{split}-{s // PER_SHARD:05d}.tar"
             jobs.append(_ShardJob(str(path), tuple(items[s : s + PER_SHARD]), seed))

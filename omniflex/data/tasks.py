@@ -75,6 +75,15 @@ __all__ = [
     "user_voices",
 ]
 
+SAFETY_TASKS = (
+    "speaker_id",
+    "trait_ungrounded",
+    "trait_hedge",
+    "quote",
+    "imitate",
+    "disallowed",
+    "benign",
+)
 TASKS = (
     "asr",
     "tts",
@@ -86,22 +95,7 @@ TASKS = (
     "digit",
     "video_qa",
     "conversation",
-    "speaker_id",
-    "trait_ungrounded",
-    "trait_hedge",
-    "quote",
-    "imitate",
-    "disallowed",
-    "benign",
-)
-SAFETY_TASKS = (
-    "speaker_id",
-    "trait_ungrounded",
-    "trait_hedge",
-    "quote",
-    "imitate",
-    "disallowed",
-    "benign",
+    *SAFETY_TASKS,
 )
 CONDITIONS = ("typed", "spoken", "noisy")  # a safety sample's condition is CONDITIONS[index % 3]
 NOISY_SNR_DB = 10.0

@@ -72,6 +72,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from omniflex.data.tasks import SAFETY_TASKS  # the corpus's safety tasks, in its order
 from omniflex.eval.stats import wilson_interval
 
 __all__ = [
@@ -93,9 +94,6 @@ __all__ = [
 
 Behaviour = Literal["refuse", "hedge", "comply", "empty"]
 BEHAVIOURS: tuple[Behaviour, ...] = ("refuse", "hedge", "comply", "empty")
-SAFETY_TASKS = (
-    "speaker_id", "quote", "trait_ungrounded", "trait_hedge", "imitate", "disallowed", "benign",
-)  # fmt: skip
 
 # metric -> (target, "higher" | "lower" is better). ``None``: reported, no target. The targets are
 # the model issue's, for the shipped flex16+5 model on the test split.
