@@ -85,8 +85,9 @@ def _cmd_data_tokenize(args: argparse.Namespace) -> int:
     from omniflex.model.pretokenize import pretokenize_corpus
 
     template = ChatTemplate.from_shipped(
-        video_fps=args.video_fps, text_chunk_tokens=args.text_chunk_tokens
-    )
+        video_fps=args.video_fps, text_chunk_tokens=args.text_chunk_tokens,
+        input_features=args.inputs == "features",
+    )  # fmt: skip
     out = args.out or f"{args.corpus}/tokens"
     metas = pretokenize_corpus(
         args.corpus, out, template, splits=args.split or ("train", "val", "test"),
@@ -371,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument(
         "--text-chunk-tokens", type=int, default=4,
         help="text tokens per chunk in spoken answers, each followed by its audio (default: 4)",
+    )  # fmt: skip
+    tokenize.add_argument(
+        "--inputs", choices=["features", "codes"], default="features",
+        help=(
+            "how the user's speech and pictures enter the model: 'features' (log-mel frames "
+            "and pixel patches through the input encoders; the default model) or 'codes' "
+            "(codec and VQ ids, as the first model read them)"
+        ),
     )  # fmt: skip
     tokenize.set_defaults(func=_cmd_data_tokenize)
 

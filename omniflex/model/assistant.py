@@ -37,6 +37,7 @@ import torch
 
 from omniflex.model.chat import ChatTemplate
 from omniflex.model.compiled import CompiledForward
+from omniflex.model.encoders import InputFeatures
 from omniflex.model.generate import Generator, ModalityConstraint, StopReason
 from omniflex.model.kv_cache import CacheStorage
 from omniflex.model.pretrained import DEFAULT_MODEL, PretrainedInfo, load_pretrained
@@ -134,6 +135,13 @@ class Assistant:
         info: PretrainedInfo | None = None,
         compile: bool = False,
     ) -> None:
+        if template.input_features != model.config.input_encoders:
+            raise ValueError(
+                "the model reads media as "
+                f"{'features' if model.config.input_encoders else 'code ids'} but the template "
+                f"gives {'features' if template.input_features else 'code ids'}; build it with "
+                f"ChatTemplate.from_shipped(input_features={model.config.input_encoders})"
+            )
         if template.layout != model.config.vocab:
             raise ValueError(
                 f"the model's vocabulary {model.config.vocab.to_dict()} differs from the "
@@ -167,7 +175,9 @@ class Assistant:
         if threads is not None:
             torch.set_num_threads(threads)
         model, info = load_pretrained(name_or_path, precision=precision)
-        template = ChatTemplate.from_shipped(**info.template)
+        # A model with input encoders reads media as features, whatever an old config says.
+        options = {**info.template, "input_features": model.config.input_encoders}
+        template = ChatTemplate.from_shipped(**options)
         return cls(model, template, cache_storage=cache_storage, info=info, compile=compile)
 
     @property
@@ -212,6 +222,10 @@ class Session:
         )  # fmt: skip
         self._codec = copy.deepcopy(a.template.audio).eval()  # per-session streaming state
         self._spf = int(self._codec.config.samples_per_frame)
+        # How user speech is read: log-mel rows (models with input encoders) or codec codes.
+        self._listener = (
+            copy.deepcopy(a.template.speech_features).eval() if a.template.input_features else None
+        )
         self._user_audio: dict[str, Any] | None = None
         self._answer_start: int | None = None
         self._prompt_end = 0
@@ -225,9 +239,9 @@ class Session:
     def tokens(self) -> list[int]:
         return self.generator.tokens
 
-    def _prefill(self, ids: Sequence[int]) -> None:
+    def _prefill(self, ids: Sequence[int], features: InputFeatures | None = None) -> None:
         with self.assistant.lock:
-            self.generator.prefill(ids)
+            self.generator.prefill(ids, features=features)
 
     def add_message(
         self, conversation: dict[str, Any], files: dict[str, bytes] | None = None, m: int = -1
@@ -235,7 +249,8 @@ class Session:
         """Append message ``m`` of ``conversation`` (default the last) and prefill it."""
         if self._user_audio is not None:
             raise RuntimeError("a spoken user turn is open: end_user_audio() first")
-        self._prefill(self.assistant.template.message_ids(conversation, files, m))
+        encoded = self.assistant.template.encode_message(conversation, files, m)
+        self._prefill(encoded.ids, encoded.features())
 
     def add_text(self, text: str, role: str = "user") -> None:
         """Append a text-only turn."""
@@ -246,15 +261,17 @@ class Session:
         if self._user_audio is not None:
             raise RuntimeError("a spoken user turn is already open")
         sid = self.assistant._sid
-        self._codec.reset_streaming()
-        stack = self._codec.streaming()
+        reader = self._listener if self._listener is not None else self._codec
+        reader.reset_streaming()
+        stack = reader.streaming()
         stack.__enter__()
         self._user_audio = {"stack": stack, "samples": 0}
         self._prefill([sid[special.USER], sid[special.AUDIO]])
 
     def push_user_audio(self, samples: np.ndarray) -> int:
-        """Encode and prefill the whole codec frames in ``samples`` (float32, 16 kHz, any
-        length; a partial frame waits for the next push). Returns the tokens added."""
+        """Encode and prefill the whole codec frames (or 40 ms log-mel positions, for a model
+        with input encoders) in ``samples`` (float32, 16 kHz, any length; a partial frame
+        waits for the next push). Returns the tokens added."""
         if self._user_audio is None:
             raise RuntimeError("no spoken user turn is open: begin_user_audio() first")
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -263,6 +280,14 @@ class Session:
         if not np.isfinite(x).all():
             raise ValueError("user audio holds NaN or Inf samples")
         self._user_audio["samples"] += x.size
+        if self._listener is not None:
+            rows = self._listener(torch.from_numpy(np.clip(x, -1.0, 1.0))[None])[0]  # (n, 320)
+            if rows.shape[0] == 0:
+                return 0
+            empty = InputFeatures.empty()
+            mel = self.assistant._sid[special.MEL]
+            self._prefill([mel] * rows.shape[0], InputFeatures(rows, empty.patches, empty.place))
+            return int(rows.shape[0])
         codes = self._codec.encode(torch.from_numpy(np.clip(x, -1.0, 1.0)))  # (1, K, F)
         if codes.shape[-1] == 0:
             return 0
@@ -276,7 +301,7 @@ class Session:
         if self._user_audio is None:
             raise RuntimeError("no spoken user turn is open")
         rest = (-self._user_audio["samples"]) % self._spf
-        if rest:
+        if rest and self._listener is None:  # log-mel: a partial position is dropped, as whole
             self.push_user_audio(np.zeros(rest, dtype=np.float32))
         self._user_audio["stack"].__exit__(None, None, None)
         self._user_audio = None

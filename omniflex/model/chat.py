@@ -19,6 +19,12 @@ Parts, in the order the message lists them:
   assistant output for text-to-image);
 * video:  ``<|video|> <|t:0.0|> <|image|>…<|/image|> <|audio|>…<|/audio|> <|t:0.5|> … <|/video|>``
   (``VideoTokens.to_sequence``: frames at ``video_fps``, each followed by its audio);
+* with ``input_features=True`` (models with input encoders), what the *user* gives is read as
+  continuous features instead of codes: audio ``<|audio|> <|mel|> … <|/audio|>`` (one
+  ``<|mel|>`` per 40 ms of log-mel frames), pictures ``<|image|> <|patch|>×64 <|/image|>``
+  (8x8-pixel patches of the picture at 64x64), and video frames and soundtrack the same way
+  inside the video markers. The rows go to ``EncodedConversation.features()``, in placeholder
+  order; the assistant still writes codes;
 * spoken answer (an assistant ``audio`` part with a preset ``voice`` and a ``transcript``; the
   corpus writes it as a text part followed by that audio part, and the text part is folded in)::
 
@@ -58,6 +64,8 @@ import torch
 from omniflex.media.audio import read_audio
 from omniflex.media.errors import MediaError
 from omniflex.media.image import read_image
+from omniflex.media.video import read_video
+from omniflex.model.encoders import InputFeatures, SpeechFeatures, image_patches
 from omniflex.model.vocab import VocabLayout
 from omniflex.tokenizers import special
 from omniflex.tokenizers.video import VideoTokenizer, VideoTokens
@@ -109,9 +117,23 @@ class EncodedConversation:
     ids: list[int]
     loss_mask: list[int]
     spans: list[Span] = field(default_factory=list)
+    mel: list[np.ndarray] = field(default_factory=list)  # (n, 320) float32 per audio run
+    patches: list[np.ndarray] = field(default_factory=list)  # (64, 192) uint8 per picture
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def features(self) -> InputFeatures | None:
+        """The rows of the ``<|mel|>``/``<|patch|>`` placeholders, in order (None: none)."""
+        if not self.mel and not self.patches:
+            return None
+        mel = np.concatenate(self.mel) if self.mel else np.zeros((0, 320), np.float32)
+        patches = np.concatenate(self.patches) if self.patches else np.zeros((0, 192), np.uint8)
+        place = np.tile(np.arange(64), len(self.patches)) if self.patches else np.zeros(0)
+        return InputFeatures(
+            torch.from_numpy(mel).float(), torch.from_numpy(patches),
+            torch.from_numpy(place.astype(np.int64)),
+        )  # fmt: skip
 
 
 @dataclass
@@ -290,6 +312,9 @@ class ChatTemplate:
         audio_chunk_frames: ``None`` (default) splits a spoken answer's audio in proportion to
             its text (see the module docstring); an integer gives each text chunk exactly this
             many frames instead, the last chunk taking the rest.
+        input_features: read the user's audio, pictures and video as continuous features
+            (``<|mel|>``/``<|patch|>`` placeholders; for models with input encoders) instead
+            of codec and VQ codes.
     """
 
     def __init__(
@@ -302,6 +327,7 @@ class ChatTemplate:
         video_fps: float = 1.0,
         text_chunk_tokens: int = 4,
         audio_chunk_frames: int | None = None,
+        input_features: bool = False,
     ) -> None:
         if not (isinstance(text_chunk_tokens, int) and text_chunk_tokens >= 1):
             raise ValueError(
@@ -327,6 +353,8 @@ class ChatTemplate:
         self.video_fps = float(video_fps)
         self.text_chunk_tokens = text_chunk_tokens
         self.audio_chunk_frames = audio_chunk_frames
+        self.input_features = bool(input_features)
+        self.speech_features = SpeechFeatures().eval()
         self.video = VideoTokenizer(image, audio, fps=self.video_fps)
         self._slots = layout.slots()
         self._sid = {token: layout.special_id(token) for token in special.SPECIAL_TOKENS}
@@ -356,6 +384,7 @@ class ChatTemplate:
             "text_chunk_tokens": self.text_chunk_tokens,
             "audio_chunk_frames": self.audio_chunk_frames,
             "audio_frame_rate": float(self.audio.frame_rate),
+            "input_features": self.input_features,
         }
 
     # ------------------------------------------------------------------ encode
@@ -371,6 +400,27 @@ class ChatTemplate:
         self._emit(out, [self._sid[special.EOS]], last)
         return out
 
+    def encode_prompt(
+        self,
+        conversation: dict[str, Any],
+        files: dict[str, bytes] | None = None,
+        *,
+        voice: str | None = None,
+    ) -> EncodedConversation:
+        """What to generate the next assistant turn from: ``<|bos|> turns… <|assistant|>``,
+        plus ``<|voice:NAME|>`` when ``voice`` asks for a spoken answer (preset voices only)."""
+        out = EncodedConversation([], [], [])
+        self._emit(out, [self._sid[special.BOS]], 0)
+        for m in range(len(_messages(conversation))):
+            self._encode_turn(out, conversation, files or {}, m)
+        self._emit(out, [self._sid[special.ASSISTANT]], 0)
+        if voice is not None:
+            try:
+                self._emit(out, [self._sid[special.voice_token(voice)]], 0)
+            except ValueError as err:
+                raise ChatFormatError(f"prompt for {_where(conversation)}: {err}") from None
+        return out
+
     def prompt(
         self,
         conversation: dict[str, Any],
@@ -378,31 +428,36 @@ class ChatTemplate:
         *,
         voice: str | None = None,
     ) -> list[int]:
-        """Ids to generate the next assistant turn from: ``<|bos|> turns… <|assistant|>``, plus
-        ``<|voice:NAME|>`` when ``voice`` asks for a spoken answer (preset voices only)."""
-        out = EncodedConversation([], [], [])
-        self._emit(out, [self._sid[special.BOS]], 0)
-        for m in range(len(_messages(conversation))):
-            self._encode_turn(out, conversation, files or {}, m)
-        out.ids.append(self._sid[special.ASSISTANT])
-        if voice is not None:
-            try:
-                out.ids.append(self._sid[special.voice_token(voice)])
-            except ValueError as err:
-                raise ChatFormatError(f"prompt for {_where(conversation)}: {err}") from None
-        return out.ids
+        """The ids of ``encode_prompt`` (a template without ``input_features`` only: the
+        features would be lost)."""
+        return self._ids_only(self.encode_prompt(conversation, files, voice=voice))
 
-    def message_ids(
+    def encode_message(
         self, conversation: dict[str, Any], files: dict[str, bytes] | None = None, m: int = -1
-    ) -> list[int]:
-        """Ids of message ``m`` alone (its role token … ``<|end_of_turn|>``), as ``encode``
-        writes them: for a running session that appends one turn at a time."""
+    ) -> EncodedConversation:
+        """Message ``m`` alone (its role token … ``<|end_of_turn|>``), as ``encode`` writes
+        it: for a running session that appends one turn at a time."""
         n = len(_messages(conversation))
         if not -n <= m < n:
             raise ChatFormatError(f"{_where(conversation)}: no message {m} in {n} messages")
         out = EncodedConversation([], [], [])
         self._encode_turn(out, conversation, files or {}, m % n)
-        return out.ids
+        return out
+
+    def message_ids(
+        self, conversation: dict[str, Any], files: dict[str, bytes] | None = None, m: int = -1
+    ) -> list[int]:
+        """The ids of ``encode_message`` (a template without ``input_features`` only)."""
+        return self._ids_only(self.encode_message(conversation, files, m))
+
+    @staticmethod
+    def _ids_only(encoded: EncodedConversation) -> list[int]:
+        if encoded.features() is not None:
+            raise ChatFormatError(
+                "this conversation's media are read as features: use encode_prompt / "
+                "encode_message and pass their features() along with the ids"
+            )
+        return encoded.ids
 
     def _emit(self, out: EncodedConversation, ids: list[int], loss: int) -> None:
         out.ids.extend(ids)
@@ -424,7 +479,10 @@ class ChatTemplate:
                 self._encode_speech(out, item, codes, wave, role, m, loss)
                 continue
             start = len(out.ids)
-            self._emit(out, self._part_ids(item, files, where), loss)
+            if self.input_features and role != "assistant" and item.kind != "text":
+                self._emit(out, self._feature_ids(out, item, files, where), loss)
+            else:
+                self._emit(out, self._part_ids(item, files, where), loss)
             out.spans.append(Span(item.kind, role, m, item.part, start, len(out.ids)))
         if message.get("interrupted") and role == "assistant":
             self._emit(out, [self._sid[special.INTERRUPT]], 0)  # the user's barge-in, not ours
@@ -444,6 +502,68 @@ class ChatTemplate:
             codes = self._image_codes(files, item.file, where)
             return self._wrap(special.IMAGE, self.layout.image_ids(codes).tolist())
         return self._video_tokens(files, item.file, where).to_sequence(self._slots)
+
+    def _feature_ids(
+        self, out: EncodedConversation, item: _Item, files: dict[str, bytes], where: str
+    ) -> list[int]:
+        """Placeholder ids of one user audio, image or video item; its rows go to ``out``."""
+        mel, patch = self._sid[special.MEL], self._sid[special.PATCH]
+        if item.kind == "audio":
+            rows = self._mel_rows(self._wave(files, item.file, where))
+            out.mel.append(rows)
+            return self._wrap(special.AUDIO, [mel] * len(rows))
+        if item.kind == "image":
+            out.patches.append(self._patch_rows(self._pixels(files, item.file, where)))
+            return self._wrap(special.IMAGE, [patch] * 64)
+        try:
+            frames, audio, _ = read_video(self._file(files, item.file, where), fps=self.video_fps)
+        except MediaError as err:
+            raise ChatFormatError(f"{where} {item.file!r}: {err}") from None
+        if (len(frames) - 1) / self.video_fps > special.TIME_CAP_SECONDS:
+            raise ChatFormatError(
+                f"{where} {item.file!r}: video lasts over {special.TIME_CAP_SECONDS:.0f} s, the "
+                "longest the time markers cover; cut it into clips first"
+            )
+        rows = self._mel_rows(audio) if audio is not None and len(audio) else None
+        mel_config = self.speech_features.config
+        per_second = mel_config.sample_rate / mel_config.samples_per_position  # 25 rows a second
+        ids = [self._sid[special.VIDEO]]
+        for i, frame in enumerate(frames):
+            t = i / self.video_fps
+            ids.append(self._sid[special.time_token(t)])
+            out.patches.append(self._patch_rows(frame))
+            ids.extend(self._wrap(special.IMAGE, [patch] * 64))
+            if rows is not None:
+                lo = round(t * per_second)
+                last = i == len(frames) - 1
+                hi = len(rows) if last else round((i + 1) / self.video_fps * per_second)
+                chunk = rows[lo:hi]
+                if len(chunk):
+                    out.mel.append(chunk)
+                    ids.extend(self._wrap(special.AUDIO, [mel] * len(chunk)))
+        ids.append(self._sid[special.VIDEO_END])
+        return ids
+
+    def _mel_rows(self, wave: np.ndarray) -> np.ndarray:
+        """16 kHz samples -> ``(positions, 320)`` float32 log-mel rows."""
+        x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).unsqueeze(0)
+        return self.speech_features(x)[0].numpy()
+
+    @staticmethod
+    def _patch_rows(pixels: np.ndarray) -> np.ndarray:
+        return image_patches(pixels)[0].numpy()  # (64, 192) uint8
+
+    def _wave(self, files: dict[str, bytes], name: str, where: str) -> np.ndarray:
+        try:
+            return read_audio(self._file(files, name, where), name=f"{where} {name!r}")
+        except MediaError as err:
+            raise ChatFormatError(str(err)) from None
+
+    def _pixels(self, files: dict[str, bytes], name: str, where: str) -> np.ndarray:
+        try:
+            return read_image(self._file(files, name, where), name=f"{where} {name!r}")
+        except MediaError as err:
+            raise ChatFormatError(str(err)) from None
 
     def _wrap(self, open_token: str, body: list[int]) -> list[int]:
         close = {special.AUDIO: special.AUDIO_END, special.IMAGE: special.IMAGE_END}
@@ -505,17 +625,11 @@ class ChatTemplate:
     def _audio_codes_and_wave(
         self, files: dict[str, bytes], name: str, where: str
     ) -> tuple[torch.Tensor, np.ndarray]:
-        try:
-            wave = read_audio(self._file(files, name, where), name=f"{where} {name!r}")
-        except MediaError as err:
-            raise ChatFormatError(str(err)) from None
+        wave = self._wave(files, name, where)
         return self.audio.encode(wave)[0].cpu(), wave  # (K, F), (T,)
 
     def _image_codes(self, files: dict[str, bytes], name: str, where: str) -> torch.Tensor:
-        try:
-            pixels = read_image(self._file(files, name, where), name=f"{where} {name!r}")
-        except MediaError as err:
-            raise ChatFormatError(str(err)) from None
+        pixels = self._pixels(files, name, where)
         return torch.as_tensor(self.image.encode(pixels)).cpu()  # (g, g)
 
     def _video_tokens(self, files: dict[str, bytes], name: str, where: str) -> VideoTokens:
@@ -726,9 +840,25 @@ class _Reader:
     def _file(self, m: int, parts: list[dict[str, Any]], kind: str) -> str:
         return f"m{m}_p{len(parts)}_{kind}"
 
+    def placeholders(self, body: list[int], token: str, start: int) -> bool:
+        """Whether ``body`` is a run of input placeholders (``token``) rather than codes."""
+        pid = self.sid[token]
+        if not body or body[0] != pid:
+            return False
+        for j, token_id in enumerate(body):
+            if token_id != pid:
+                raise ChatFormatError(
+                    f"token sequence: {self.name(token_id)} at position {start + j} inside a "
+                    f"span of {token} placeholders opened at {start - 1}"
+                )
+        return True
+
     def audio(self, m: int, parts: list[dict[str, Any]]) -> None:
         start = self.pos
         body, _ = self.until(special.AUDIO_END)
+        if self.placeholders(body, special.MEL, start):  # the user's speech, read as features
+            parts.append({"type": "audio", "file": self._file(m, parts, "audio")})
+            return
         self.check_range(body, "audio", start)
         name = self._file(m, parts, "audio")
         self.out.codes[name] = self.audio_codes(body, start)
@@ -737,6 +867,10 @@ class _Reader:
     def image(self, m: int, parts: list[dict[str, Any]]) -> None:
         start = self.pos
         body, closed = self.until(special.IMAGE_END)
+        if self.placeholders(body, special.PATCH, start):  # a picture read as features
+            if closed:
+                parts.append({"type": "image", "file": self._file(m, parts, "image")})
+            return
         grid = int(self.t.image.grid)
         if not closed and len(body) < grid * grid:
             return  # an image still being written: nothing to show yet
@@ -754,6 +888,9 @@ class _Reader:
         start = self.pos - 1
         _, closed = self.until(special.VIDEO_END)
         if not closed:
+            return
+        if self.sid[special.PATCH] in self.ids[start : self.pos]:  # read as features
+            parts.append({"type": "video", "file": self._file(m, parts, "video")})
             return
         try:
             tokens = VideoTokens.from_sequence(

@@ -41,6 +41,9 @@ class ModelConfig:
         precision: one of ``PRECISIONS``.
         dropout: dropout on attention probabilities and residual branches while training.
         tie_embeddings: share the token embedding with the output head.
+        input_encoders: read user speech as log-mel frames and pictures as pixel patches
+            through ``omniflex.model.encoders`` (placeholders ``<|mel|>``/``<|patch|>`` in
+            the ids, features beside them); off, they enter as codec and VQ code ids.
     """
 
     vocab: VocabLayout
@@ -55,6 +58,7 @@ class ModelConfig:
     precision: str = "flex16+5"
     dropout: float = 0.0
     tie_embeddings: bool = True
+    input_encoders: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.vocab, dict):
@@ -93,6 +97,10 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.input_encoders, bool):
+            raise ValueError(
+                f"ModelConfig.input_encoders must be true or false, got {self.input_encoders!r}"
+            )
         if not isinstance(self.tie_embeddings, bool):
             raise ValueError(
                 f"ModelConfig.tie_embeddings must be true or false, got {self.tie_embeddings!r}"

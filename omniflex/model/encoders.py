@@ -1,22 +1,26 @@
 """Continuous input encoders: how speech and pictures enter the omni transformer.
 
 What the model *reads* enters as continuous features through small encoders that are part of the
-network and train with it (their ``nn.Linear`` layers become flex layers under
-``convert_to_flex``, like every other). What it *writes* stays tokens of the one vocabulary.
-Measured on this project's corpus (``shared/EXPERIMENTS.md``): the same small transformer learns
-ASR of unseen voices to WER 0.10 from log-mel frames and only to 0.88 from codec-id embeddings,
-and VQA from 8x8-pixel patches (64 positions) faster per step than from 256 image-code ids.
+network and train with it (their layers become flex layers under ``convert_to_flex``, like every
+other). What it *writes* stays tokens of the one vocabulary. Measured on this project's corpus
+(``shared/EXPERIMENTS.md``): the same small transformer learns ASR of unseen voices to WER 0.10
+from log-mel frames and only to 0.88 from codec-id embeddings.
+
+A conversation marks where features go with placeholder tokens (``special.MEL``,
+``special.PATCH``, one per position); the network adds each position's projected features to
+its placeholder's embedding. Features are computed outside the network, once, by code without
+weights (so the token cache can store them); the projections inside it learn:
 
 * ``SpeechEncoder``: 16 kHz samples -> causal 80-band log-mel frames every 10 ms (a 30 ms window
-  that ends at the frame's last sample) -> four frames stacked into one position every 40 ms ->
-  one ``Linear`` to the model width. Causal and streaming (``with encoder.streaming():``):
-  chunks of any size give the frames the whole signal gives, so the Realtime server can prefill
-  speech while the user talks.
-* ``ImagePatchEncoder``: an RGB picture, resized to 64x64, cut into 8x8-pixel patches (64
-  positions, row-major) -> one ``Linear`` each, plus a learned embedding of the patch's place.
-
-Both return ``(B, positions, dim)`` float tensors that take the place of token embeddings at
-the positions a conversation marks for them.
+  that ends at the frame's last sample) -> four frames stacked into one row every 40 ms
+  (``features``) -> one ``Linear`` to the model width (``project``). Causal and streaming
+  (``with encoder.streaming():``): chunks of any size give the rows the whole signal gives, so
+  the Realtime server can prefill speech while the user talks.
+* ``ImagePatchEncoder``: an RGB picture of any size, resized to 64x64, cut into 8x8-pixel
+  patches (64 rows of 192 bytes, row-major: ``patches``) -> one ``Linear`` each, plus a learned
+  embedding of the patch's place (``project``).
+* ``InputFeatures``: the rows of a batch, in the order their placeholders occur (row-major over
+  ``(batch, time)``); ``InputEncoders`` adds them to the embeddings.
 """
 
 from __future__ import annotations
@@ -28,10 +32,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from omniflex.tokenizers.audio import CausalFrontend, Downsample
+from omniflex.tokenizers import special
+from omniflex.tokenizers.audio import CausalFrontend
 from omniflex.tokenizers.streaming import StreamingModule
 
-__all__ = ["ImagePatchEncoder", "MelConfig", "SpeechEncoder"]
+__all__ = [
+    "ImagePatchEncoder",
+    "InputEncoders",
+    "InputFeatures",
+    "MelConfig",
+    "SpeechEncoder",
+    "SpeechFeatures",
+    "image_patches",
+]
 
 
 @dataclass(frozen=True)
@@ -64,24 +77,80 @@ class MelConfig:
 _MEL_CENTRE, _MEL_SCALE = -4.0, 4.0
 
 
-class SpeechEncoder(StreamingModule):
-    """Samples ``(B, T)`` at 16 kHz -> ``(B, T // samples_per_position, dim)``, causal."""
+class SpeechFeatures(StreamingModule):
+    """Samples ``(B, T)`` at 16 kHz -> normalised log-mel rows ``(B, positions, row_size)``:
+    no weights, causal; in ``streaming()`` a partial position waits for the next chunk."""
 
-    def __init__(self, dim: int, config: MelConfig | None = None) -> None:
+    def __init__(self, config: MelConfig | None = None) -> None:
         super().__init__()
         self.config = config or MelConfig()
         self.frontend = CausalFrontend(self.config)  # reads sample_rate, hop, window, n_mels
-        self.stack = Downsample(self.config.n_mels, dim, self.config.stack)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        if audio.dim() != 2:
-            raise ValueError(f"SpeechEncoder takes samples (B, T), got {tuple(audio.shape)}")
-        mel = self.frontend(audio.float())  # (B, frames, n_mels)
-        return self.stack((mel - _MEL_CENTRE) / _MEL_SCALE)  # (B, positions, dim)
+    @property
+    def row_size(self) -> int:
+        return self.config.n_mels * self.config.stack
 
     def positions(self, samples: int) -> int:
         """Positions a whole signal of ``samples`` gives."""
         return samples // self.config.samples_per_position
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.dim() != 2:
+            raise ValueError(f"SpeechEncoder takes samples (B, T), got {tuple(audio.shape)}")
+        mel = (self.frontend(audio.float()) - _MEL_CENTRE) / _MEL_SCALE  # (B, frames, n_mels)
+        if self._stream is not None:
+            pending = self._stream.get("pending")
+            if pending is not None:
+                mel = torch.cat([pending, mel], dim=1)
+        k = self.config.stack
+        n = mel.shape[1] // k
+        if self._stream is not None:
+            self._stream["pending"] = mel[:, n * k :]
+        return mel[:, : n * k].reshape(mel.shape[0], n, k * mel.shape[-1])
+
+
+class SpeechEncoder(StreamingModule):
+    """Samples ``(B, T)`` at 16 kHz -> ``(B, T // samples_per_position, dim)``, causal:
+    ``SpeechFeatures`` then one ``Linear``."""
+
+    def __init__(self, dim: int, config: MelConfig | None = None) -> None:
+        super().__init__()
+        self.features = SpeechFeatures(config)
+        self.config = self.features.config
+        self.proj = nn.Linear(self.features.row_size, dim)
+
+    def project(self, rows: torch.Tensor) -> torch.Tensor:
+        """Feature rows ``(..., row_size)`` -> ``(..., dim)``."""
+        return self.proj(rows.float())
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.project(self.features(audio))  # (B, positions, dim)
+
+    def positions(self, samples: int) -> int:
+        """Positions a whole signal of ``samples`` gives."""
+        return self.features.positions(samples)
+
+
+def image_patches(
+    images: torch.Tensor | np.ndarray, image_size: int = 64, patch: int = 8
+) -> torch.Tensor:
+    """Pictures ``(B, H, W, 3)`` or ``(H, W, 3)`` (uint8, or float in [0, 1]) of any size ->
+    uint8 rows ``(B, (image_size / patch)**2, 3 * patch * patch)``: the picture resized to
+    ``image_size`` square, cut into patches, row-major."""
+    x = torch.from_numpy(np.array(images)) if isinstance(images, np.ndarray) else images
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[-1] != 3:
+        raise ValueError(f"ImagePatchEncoder takes (B, H, W, 3) pictures, got {tuple(x.shape)}")
+    x = x.float() / 255.0 if not x.is_floating_point() else x.float()
+    x = x.permute(0, 3, 1, 2)  # (B, 3, H, W)
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True,
+                          align_corners=False)  # fmt: skip
+    x = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    B, p, g = x.shape[0], patch, image_size // patch
+    return x.reshape(B, 3, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(B, g * g, -1)
 
 
 class ImagePatchEncoder(nn.Module):
@@ -95,24 +164,96 @@ class ImagePatchEncoder(nn.Module):
         self.image_size, self.patch = image_size, patch
         self.grid = image_size // patch
         self.proj = nn.Linear(3 * patch * patch, dim)
-        self.place = nn.Parameter(torch.randn(self.grid * self.grid, dim) * 0.02)
+        self.place = nn.Embedding(self.grid * self.grid, dim)
 
     @property
     def positions(self) -> int:
         return self.grid * self.grid
 
+    @property
+    def row_size(self) -> int:
+        return 3 * self.patch * self.patch
+
+    def patches(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Pictures ``(B, H, W, 3)`` or ``(H, W, 3)`` -> uint8 patch rows ``(B, 64, 192)``."""
+        return image_patches(images, self.image_size, self.patch)
+
+    def project(self, rows: torch.Tensor, place: torch.Tensor) -> torch.Tensor:
+        """uint8 patch rows ``(..., 192)`` and their places ``(...)`` in ``[0, 64)`` ->
+        ``(..., dim)``."""
+        x = rows.float() / 127.5 - 1.0
+        return self.proj(x) + self.place(place)
+
     def forward(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-        x = torch.as_tensor(images)
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-        if x.dim() != 4 or x.shape[-1] != 3:
-            raise ValueError(f"ImagePatchEncoder takes (B, H, W, 3) pictures, got {tuple(x.shape)}")
-        x = x.float() / 255.0 if not x.is_floating_point() else x.float()
-        x = x.permute(0, 3, 1, 2)  # (B, 3, H, W)
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              antialias=True, align_corners=False)  # fmt: skip
-        x = x * 2.0 - 1.0
-        B, p, g = x.shape[0], self.patch, self.grid
-        patches = x.reshape(B, 3, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(B, g * g, -1)
-        return self.proj(patches) + self.place  # (B, 64, dim)
+        rows = self.patches(images)  # (B, 64, 192)
+        return self.project(rows, torch.arange(self.positions, device=rows.device))
+
+
+@dataclass
+class InputFeatures:
+    """The feature rows of a batch, in the order their placeholders occur in ``ids`` (row-major
+    over ``(batch, time)``): ``mel`` for ``<|mel|>``, ``patches`` and ``place`` for
+    ``<|patch|>``."""
+
+    mel: torch.Tensor  # (M, 320) float
+    patches: torch.Tensor  # (P, 192) uint8
+    place: torch.Tensor  # (P,) int64 in [0, 64)
+
+    @classmethod
+    def empty(cls, mel_size: int = 320, patch_size: int = 192) -> InputFeatures:
+        return cls(
+            torch.zeros(0, mel_size), torch.zeros(0, patch_size, dtype=torch.uint8),
+            torch.zeros(0, dtype=torch.long),
+        )  # fmt: skip
+
+    @classmethod
+    def cat(cls, parts: list[InputFeatures]) -> InputFeatures:
+        if not parts:
+            return cls.empty()
+        return cls(
+            torch.cat([p.mel for p in parts]), torch.cat([p.patches for p in parts]),
+            torch.cat([p.place for p in parts]),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return int(self.mel.shape[0] + self.patches.shape[0])
+
+    def to(self, device: torch.device | str) -> InputFeatures:
+        return InputFeatures(self.mel.to(device), self.patches.to(device), self.place.to(device))
+
+
+class InputEncoders(nn.Module):
+    """Adds projected features to the embeddings of the placeholder positions."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.speech = SpeechEncoder(dim)
+        self.image = ImagePatchEncoder(dim)
+        self.mel_id = special.special_index(special.MEL)
+        self.patch_id = special.special_index(special.PATCH)
+
+    def forward(
+        self, x: torch.Tensor, ids: torch.Tensor, features: InputFeatures | None
+    ) -> torch.Tensor:
+        """``x`` (B, T, C) embeddings of ``ids`` (B, T) -> with features added."""
+        if features is None:
+            if bool(((ids == self.mel_id) | (ids == self.patch_id)).any()):
+                raise ValueError(
+                    "input ids hold <|mel|>/<|patch|> placeholders but no InputFeatures were "
+                    "given; pass features= (the chat template's encode gives them)"
+                )
+            return x
+        delta = torch.zeros_like(x)
+        try:
+            if features.mel.shape[0]:
+                delta[ids == self.mel_id] = self.speech.project(features.mel).to(x.dtype)
+            if features.patches.shape[0]:
+                rows = self.image.project(features.patches, features.place)
+                delta[ids == self.patch_id] = rows.to(x.dtype)
+        except RuntimeError as err:  # index_put: counts differ
+            raise ValueError(
+                f"InputFeatures do not match the placeholders: {features.mel.shape[0]} mel "
+                f"rows for {int((ids == self.mel_id).sum())} <|mel|>, {features.patches.shape[0]}"
+                f" patch rows for {int((ids == self.patch_id).sum())} <|patch|> ({err})"
+            ) from None
+        return x + delta

@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 
 from omniflex.model.compiled import CompiledForward
+from omniflex.model.encoders import InputFeatures
 from omniflex.model.kv_cache import CacheStorage, KVCache
 from omniflex.model.sampling import SamplingConfig, make_generator, sample_next
 from omniflex.model.transformer import OmniModel
@@ -74,10 +75,11 @@ class ModalityConstraint:
         self._audio, self._audio_end = sid(special.AUDIO), sid(special.AUDIO_END)
         self._image, self._image_end = sid(special.IMAGE), sid(special.IMAGE_END)
         text = layout.allowed("text")
-        # Never predicted (padding, stream start, other speakers' turns, video: input only,
-        # unused slots), or closing a span that is not open.
+        # Never predicted (padding, stream start, other speakers' turns, video and continuous
+        # input placeholders: input only, unused slots), or closing a span that is not open.
         never = (special.PAD, special.BOS, special.SYSTEM, special.USER, special.ASSISTANT)
         never += (special.VIDEO, special.VIDEO_END, special.AUDIO_END, special.IMAGE_END)
+        never += (special.MEL, special.PATCH)  # input placeholders: the user's, never ours
         for token in never + special.TIME_TOKENS:
             text[sid(token)] = False
         for token in special.SPECIAL_TOKENS:
@@ -174,6 +176,10 @@ class Generator:
         self.default_constraint = ModalityConstraint(layout, image_grid)
         self.fast = fast
         self._device = next(model.buffers()).device
+        # input-feature rows of <|mel|>/<|patch|> placeholders, by position in ``tokens``
+        self._rows: dict[int, tuple[torch.Tensor, int]] = {}
+        self._mel_id = special.special_index(special.MEL)
+        self._patch_id = special.special_index(special.PATCH)
 
     # ------------------------------------------------------------------ state
     @property
@@ -196,14 +202,23 @@ class Generator:
             raise ValueError(f"cannot truncate to {n}: the sequence has {len(self.tokens)} tokens")
         self.cache.truncate(min(n, self.cache.length))
         del self.tokens[n:]
+        self._rows = {p: row for p, row in self._rows.items() if p < n}
         self.logits = None
         self.default_constraint.reset()
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
-    def prefill(self, ids: Iterable[int] | torch.Tensor, *, chunk_size: int = 512) -> torch.Tensor:
+    def prefill(
+        self,
+        ids: Iterable[int] | torch.Tensor,
+        *,
+        features: InputFeatures | None = None,
+        chunk_size: int = 512,
+    ) -> torch.Tensor:
         """Append ``ids`` (and any pending tokens), run them through the model in chunks of at
-        most ``chunk_size``, and return the next-token logits (V,)."""
+        most ``chunk_size``, and return the next-token logits (V,). ``features`` holds the rows
+        of the ``<|mel|>``/``<|patch|>`` placeholders among ``ids``, in order (models with
+        input encoders; ``EncodedConversation.features()``)."""
         if isinstance(ids, torch.Tensor):
             ids = ids.reshape(-1).tolist()
         new = [int(t) for t in ids]
@@ -212,6 +227,7 @@ class Generator:
             raise ValueError(
                 f"token ids {bad[:5]} are outside the vocabulary [0, {self.layout.size})"
             )
+        self._keep_rows(new, features)
         self.tokens.extend(new)
         todo = self.pending
         if not todo:
@@ -228,13 +244,49 @@ class Generator:
                 f"{self.cache.max_len}; truncate() or start a new sequence"
             )
         for start in range(0, len(todo), chunk_size):
+            at = self.cache.length
             chunk = torch.tensor([todo[start : start + chunk_size]], device=self._device)
-            if self.fast is not None and self.cache.length >= 2:
+            rows = self._chunk_features(at, chunk.shape[1])
+            if rows is not None:
+                logits = self.model(chunk, cache=self.cache, features=rows, last_only=True).logits
+            elif self.fast is not None and self.cache.length >= 2:
                 logits = self.fast(chunk, self.cache)
             else:
                 logits = self.model(chunk, cache=self.cache, last_only=True).logits
         self.logits = logits[0, -1]
         return self.logits
+
+    def _keep_rows(self, new: list[int], features: InputFeatures | None) -> None:
+        """Remember the feature row of each placeholder among ``new`` by its position."""
+        mel = [i for i, t in enumerate(new) if t == self._mel_id]
+        patch = [i for i, t in enumerate(new) if t == self._patch_id]
+        have = (0, 0) if features is None else (len(features.mel), len(features.patches))
+        if (len(mel), len(patch)) != have:
+            raise ValueError(
+                f"{len(mel)} <|mel|> and {len(patch)} <|patch|> placeholders need as many "
+                f"feature rows, got {have[0]} and {have[1]}; pass the template's features()"
+            )
+        if features is None:
+            return
+        base = len(self.tokens)
+        for i, row in zip(mel, features.mel, strict=True):
+            self._rows[base + i] = (row, -1)
+        for i, row, place in zip(patch, features.patches, features.place.tolist(), strict=True):
+            self._rows[base + i] = (row, int(place))
+
+    def _chunk_features(self, start: int, n: int) -> InputFeatures | None:
+        """The rows of the placeholders at positions ``[start, start + n)``, or None."""
+        at = [p for p in range(start, start + n) if p in self._rows]
+        if not at:
+            return None
+        mel = [self._rows[p][0] for p in at if self._rows[p][1] < 0]
+        patch = [self._rows[p] for p in at if self._rows[p][1] >= 0]
+        empty = InputFeatures.empty()
+        return InputFeatures(
+            torch.stack(mel).float() if mel else empty.mel,
+            torch.stack([r for r, _ in patch]) if patch else empty.patches,
+            torch.tensor([k for _, k in patch], dtype=torch.long) if patch else empty.place,
+        ).to(self._device)
 
     def step(
         self,

@@ -8,6 +8,8 @@ trainer more than the model does on a CPU, so each split is encoded once into::
         loss_mask.npy        uint8  (N,)      1 where the model is trained to predict the id
         offsets.npy          int64  (D + 1,)  document d is ids[offsets[d] : offsets[d + 1]]
         meta.json            format version, counts, largest id
+        mel.npy, patches.npy …  the rows of input placeholders, when the template reads
+                             media as features (``ChatTemplate(input_features=True)``)
     out_dir/{split}.json     what the cache holds: documents, tokens, loss_tokens,
                              tokens_by_kind (special / text / image / audio),
                              loss_tokens_by_task ({task: {kind: loss-bearing tokens}}), lengths and
@@ -38,6 +40,7 @@ from tqdm import tqdm
 
 from omniflex.data.shards import read_shard
 from omniflex.model.chat import ChatFormatError, ChatTemplate
+from omniflex.model.encoders import InputFeatures
 from omniflex.model.token_cache import write_token_cache
 from omniflex.tokenizers import special
 
@@ -50,6 +53,7 @@ class _Doc:
     task: str
     ids: list[int]
     loss_mask: list[int]
+    features: InputFeatures | None = None
 
 
 # Set in each worker process by _init_worker (forked: the template is inherited, not pickled).
@@ -71,7 +75,7 @@ def _encode_samples(template: ChatTemplate, shard: Path, limit: int | None) -> I
         except ChatFormatError as err:
             raise ChatFormatError(f"{shard}, sample {sample.key}: {err}") from None
         task = str(sample.conversation.get("task", "unknown"))
-        yield _Doc(sample.key, task, encoded.ids, encoded.loss_mask)
+        yield _Doc(sample.key, task, encoded.ids, encoded.loss_mask, encoded.features())
 
 
 def _encode_shard(job: tuple[Path, int | None]) -> list[_Doc]:
@@ -229,7 +233,7 @@ def pretokenize_corpus(
                 loss_ids = ids[np.asarray(doc.loss_mask, dtype=bool)]
                 for kind, n in _kind_counts(loss_ids, template).items():
                     by_kind[kind] += n
-                yield doc.ids, doc.loss_mask
+                yield doc.ids, doc.loss_mask, doc.features
 
         docs = _docs(template, shards, workers=workers, limit=limit, progress=progress, desc=split)
         cache = write_token_cache(out / split, pairs(docs))

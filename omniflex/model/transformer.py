@@ -21,6 +21,7 @@ from torch import nn
 
 from omniflex.flex import FlexConfig, FlexWeight, convert_to_flex, convert_to_float_emulation
 from omniflex.model.config import ModelConfig
+from omniflex.model.encoders import InputEncoders, InputFeatures
 from omniflex.model.kv_cache import CacheStorage, KVCache
 from omniflex.model.layers import MLP, AttentionImpl, RMSNorm, RotaryEmbedding, SelfAttention
 
@@ -69,6 +70,8 @@ class OmniModel(nn.Module):
         self.config = config
         V, C = config.vocab_size, config.dim
         self.tok_emb = nn.Embedding(V, C)
+        # Speech and pictures the model reads (None: they enter as code ids).
+        self.encoders = InputEncoders(C) if config.input_encoders else None
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = RMSNorm(C, config.norm_eps)
@@ -153,6 +156,7 @@ class OmniModel(nn.Module):
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
         segments: torch.Tensor | None = None,
+        features: InputFeatures | None = None,
         last_only: bool = False,
     ) -> ModelOutput:
         """Logits for every position of ``input_ids`` and, with ``targets``, the loss.
@@ -169,6 +173,8 @@ class OmniModel(nn.Module):
                 (or ``arange(T)`` without a cache). Masking always follows storage order.
             segments: (B, T) document ids when a row packs several documents: a position
                 attends only to its own document (pass ``positions`` restarting at 0 in each).
+            features: the speech and picture rows of the ``<|mel|>`` / ``<|patch|>``
+                placeholders in ``input_ids`` (models with ``input_encoders`` only).
             last_only: compute logits of the last position only (decoding: skips the head's
                 (T-1) x V work).
         """
@@ -187,6 +193,13 @@ class OmniModel(nn.Module):
         else:
             cos, sin = self.rope(positions)  # (T, 1, D) or (B, T, 1, D)
         x = self.tok_emb(input_ids)  # (B, T, C)
+        if self.encoders is not None:
+            x = self.encoders(x, input_ids, features)
+        elif features is not None and len(features):
+            raise ValueError(
+                "this model reads speech and pictures as code ids (input_encoders is off); "
+                "encode its conversations with ChatTemplate(input_features=False)"
+            )
         if self.config.dropout and self.training:
             x = self.dropout(x)
         for block in self.blocks:

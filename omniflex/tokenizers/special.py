@@ -46,9 +46,17 @@ Time markers (video interleaving)
   Clips longer than the cap must be cut into pieces by the caller. ``time_token`` rounds down to
   the grid and ``token_time`` reads a marker back.
 
+Continuous input (models with input encoders; ``ModelConfig.input_encoders``)
+
+* ``<|mel|>`` — one position of user speech: 40 ms of log-mel frames enter the network here
+  through the speech encoder (``omniflex.model.encoders``), added to this token's embedding.
+* ``<|patch|>`` — one 8x8-pixel patch of a user picture or video frame, entering through the
+  image encoder. Both stand inside ``<|audio|>`` / ``<|image|>`` spans of user turns and are
+  never predicted.
+
 Reserved
 
-* ``<|reserved_0|>`` … ``<|reserved_31|>`` — unused slots for tokens added later.
+* ``<|reserved_0|>`` … ``<|reserved_29|>`` — unused slots for tokens added later.
 """
 
 from __future__ import annotations
@@ -65,9 +73,11 @@ __all__ = [
     "IMAGE",
     "IMAGE_END",
     "INTERRUPT",
+    "MEL",
     "NUM_RESERVED",
     "NUM_SPECIAL",
     "PAD",
+    "PATCH",
     "PRESET_VOICE_NAMES",
     "SILENCE",
     "SPECIAL_TOKENS",
@@ -102,6 +112,7 @@ IMAGE, IMAGE_END = "<|image|>", "<|/image|>"
 VIDEO, VIDEO_END = "<|video|>", "<|/video|>"
 INTERRUPT = "<|interrupt|>"
 SILENCE = "<|silence|>"
+MEL, PATCH = "<|mel|>", "<|patch|>"  # input placeholders (slots 0 and 1 of the reserved block)
 
 #: The preset output voices, as in ``omniflex.data.voices.PRESET_VOICES`` (this layer may not
 #: import ``omniflex.data``; a test keeps the two equal).
@@ -114,7 +125,7 @@ _TIME_STEPS = round(TIME_CAP_SECONDS / TIME_STEP_SECONDS)  # 120 steps: 121 mark
 # they still belong to that point.
 _TIME_EPS = 1e-9
 
-NUM_RESERVED = 32
+NUM_RESERVED = 30
 
 TIME_TOKENS: tuple[str, ...] = tuple(
     f"<|t:{k * TIME_STEP_SECONDS:.1f}|>" for k in range(_TIME_STEPS + 1)
@@ -140,6 +151,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     INTERRUPT,
     SILENCE,
     *TIME_TOKENS,
+    MEL,
+    PATCH,
     *(f"<|reserved_{i}|>" for i in range(NUM_RESERVED)),
 )
 NUM_SPECIAL = len(SPECIAL_TOKENS)

@@ -16,6 +16,10 @@ the first ``seq_len``, targets the last ``seq_len``), packed one of two ways (``
   ends mid-conversation, and no token sees another document. A document longer than a block
   cannot be trained whole and is left out (counted in ``skipped_documents``).
 
+A cache written with continuous input features (``<|mel|>``/``<|patch|>`` placeholders and
+their rows; ``omniflex.model.token_cache``) needs ``"documents"`` packing: each block then
+carries its documents' rows, and a batch hands them to the model as ``InputFeatures``.
+
 ``(seed, epoch)`` fixes every choice. The position — epoch and blocks consumed — is all the
 state there is: ``state_dict()`` / ``load_state_dict()`` resume at the exact next block.
 """
@@ -31,7 +35,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
+from omniflex.model.encoders import InputFeatures
 from omniflex.model.token_cache import CACHE_VERSION, read_sidecar, write_token_cache
+from omniflex.tokenizers import special
 
 __all__ = [
     "CACHE_VERSION",
@@ -56,6 +62,8 @@ class Block(NamedTuple):
     segments: np.ndarray | None = None  # (T + 1,) int64 document in the row, -1 padding
     positions: np.ndarray | None = None  # (T + 1,) int64, restarting per document
     tasks: np.ndarray | None = None  # (T + 1,) int64 index into TokenDataset.tasks, -1 none
+    mel: np.ndarray | None = None  # (M, 320) float16 rows of the row's <|mel|> placeholders
+    patches: np.ndarray | None = None  # (P, 192) uint8 rows of its <|patch|> placeholders
 
 
 @dataclass
@@ -72,6 +80,7 @@ class Batch:
     segments: torch.Tensor | None = None  # (B, T) int64, packed documents only
     tasks: torch.Tensor | None = None  # (B, T) int64 task of each target, -1 none
     loss_weight: torch.Tensor | None = None  # (B, T) float32 per-target weight (task weights)
+    features: InputFeatures | None = None  # rows of the inputs' placeholders, in order
 
     def to(self, device: torch.device | str) -> Batch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -79,7 +88,8 @@ class Batch:
 
         return Batch(
             *(move(t) for t in (*self.as_tuple(), self.positions, self.segments, self.tasks,
-                                self.loss_weight))
+                                self.loss_weight)),
+            None if self.features is None else self.features.to(device),
         )  # fmt: skip
 
     @property
@@ -91,12 +101,16 @@ class Batch:
     def as_tuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.input_ids, self.targets, self.loss_mask
 
-    def model_kwargs(self) -> dict[str, torch.Tensor]:
+    def model_kwargs(self) -> dict[str, Any]:
         """What the model needs beyond ids, targets and mask: positions and segments of packed
-        documents (nothing for a plain stream, so any model still fits)."""
-        if self.segments is None:
-            return {}
-        return {"positions": self.positions, "segments": self.segments}
+        documents and the rows of input features (nothing for a plain stream, so any model
+        still fits)."""
+        kwargs: dict[str, Any] = {}
+        if self.segments is not None:
+            kwargs.update(positions=self.positions, segments=self.segments)
+        if self.features is not None:
+            kwargs["features"] = self.features
+        return kwargs
 
     def model_loss_mask(self) -> torch.Tensor:
         """What the model's loss masks (and weighs) targets with."""
@@ -178,6 +192,17 @@ class TokenDataset:
                 f"token cache {self.path}: no document fits a block of seq_len + 1 = "
                 f"{seq_len + 1} tokens (the shortest has {int(lengths.min())}); raise seq_len"
             )
+        self.mel = self.patches = self.mel_offsets = self.patch_offsets = None
+        if (self.path / "mel_offsets.npy").is_file():
+            if packing != "documents":
+                raise ValueError(
+                    f"token cache {self.path} holds input features (<|mel|>/<|patch|> rows), "
+                    "which only whole documents keep aligned; use packing='documents'"
+                )
+            self.mel = np.load(self.path / "mel.npy", mmap_mode="r")  # (M, 320) float16
+            self.patches = np.load(self.path / "patches.npy", mmap_mode="r")  # (P, 192) uint8
+            self.mel_offsets = np.load(self.path / "mel_offsets.npy")  # (D + 1,)
+            self.patch_offsets = np.load(self.path / "patch_offsets.npy")  # (D + 1,)
         self._rows: list[np.ndarray] = []
         self.sidecar = read_sidecar(self.path)
         self.tasks, self.doc_tasks = _tasks_of(self.sidecar, self.path, self.num_documents)
@@ -309,7 +334,16 @@ class TokenDataset:
                 tasks[at : at + n] = self.doc_tasks[d]
             at += n
         positions[at:] = np.arange(size - at)  # padding: a document of its own
-        return Block(ids, mask, segments, positions, tasks)
+        mel = patches = None
+        if self.mel_offsets is not None:
+            mel = np.concatenate(
+                [self.mel[self.mel_offsets[d] : self.mel_offsets[d + 1]] for d in docs.tolist()]
+            )
+            patches = np.concatenate(
+                [self.patches[self.patch_offsets[d] : self.patch_offsets[d + 1]]
+                 for d in docs.tolist()]
+            )  # fmt: skip
+        return Block(ids, mask, segments, positions, tasks, mel, patches)
 
     # ----------------------------------------------------------------- reading
     def next_blocks(self, count: int) -> list[Block]:
@@ -359,7 +393,7 @@ class TokenDataset:
         return Batch(
             tokens[:, :-1], tokens[:, 1:], mask[:, 1:] & same,
             positions[:, :-1], segments[:, :-1],
-            None if tasks is None else tasks[:, 1:], weight,
+            None if tasks is None else tasks[:, 1:], weight, _features(blocks),
         )  # fmt: skip
 
     def first_blocks(self, count: int) -> list[Block]:
@@ -395,6 +429,22 @@ class TokenDataset:
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
         self._order_epoch = -1
+
+
+def _features(blocks: Sequence[Block]) -> InputFeatures | None:
+    """The blocks' placeholder rows as model inputs. A row's last token is only a target, so
+    a placeholder there (its document ends the row) has no input position: its row is dropped."""
+    if blocks[0].mel is None:
+        return None
+    mel_id, patch_id = special.special_index(special.MEL), special.special_index(special.PATCH)
+    mels, patches, places = [], [], []
+    for b in blocks:
+        n_mel = int((b.ids[:-1] == mel_id).sum())
+        n_patch = int((b.ids[:-1] == patch_id).sum())
+        mels.append(torch.from_numpy(np.asarray(b.mel[:n_mel], dtype=np.float32)))
+        patches.append(torch.from_numpy(np.array(b.patches[:n_patch], dtype=np.uint8)))
+        places.append(torch.arange(n_patch) % 64)  # pictures are whole: 64 patches each
+    return InputFeatures(torch.cat(mels), torch.cat(patches), torch.cat(places))
 
 
 def _weights_of(tasks: np.ndarray, task_weights: np.ndarray) -> np.ndarray:

@@ -58,5 +58,7 @@ def export_run(
     root = run if (run / "metrics.jsonl").is_file() else run.parent.parent
     return save_pretrained(
         out, state, config, name=name or Path(out).name,
-        template=template or {}, training=_training_summary(root),
+        # the template reads media the way the model was built to: the config decides
+        template={**(template or {}), "input_features": config.input_encoders},
+        training=_training_summary(root),
     )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +22,13 @@ from omniflex.train.distributed import DistContext, init_distributed, shutdown_d
 from omniflex.train.recipes import load_recipe
 from omniflex.train.trainer import Trainer, TrainResult
 
-__all__ = ["build_omni_model", "cache_vocab_layout", "run_training", "train_main"]
+__all__ = [
+    "build_omni_model",
+    "cache_template",
+    "cache_vocab_layout",
+    "run_training",
+    "train_main",
+]
 
 ModelBuilder = Callable[[TrainConfig], nn.Module]
 
@@ -38,6 +45,9 @@ def build_omni_model(config: TrainConfig) -> nn.Module:
 
     overrides = dict(config.model_overrides)
     vocab = overrides.pop("vocab", None) or cache_vocab_layout(config.train_data)
+    # A cache written with media as features needs the input encoders to read them.
+    features = bool(cache_template(config.train_data).get("input_features", False))
+    overrides.setdefault("input_encoders", features)
     model_config = ModelConfig.from_name(
         config.model, vocab=vocab, **{"precision": config.precision, **overrides}
     )
@@ -47,6 +57,15 @@ def build_omni_model(config: TrainConfig) -> nn.Module:
             f" ({config.model}); lower seq_len or set model_overrides.max_seq_len"
         )
     return OmniModel.build(model_config, seed=config.seed)
+
+
+def cache_template(train_data: str | Path) -> dict[str, Any]:
+    """The chat template options a token cache was written with (``{}`` when unrecorded)."""
+    stats = Path(f"{Path(train_data)}.json")
+    if not stats.is_file():
+        return {}
+    template = json.loads(stats.read_text()).get("template")
+    return dict(template) if isinstance(template, dict) else {}
 
 
 def cache_vocab_layout(train_data: str | Path) -> dict[str, int]:

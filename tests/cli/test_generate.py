@@ -24,6 +24,7 @@ def _train_micro_model(tmp_path):
         "model_overrides": {"dim": 32, "n_layers": 1, "n_heads": 2, "mlp_hidden": 64},
         "train_data": str(tmp_path / "tokens" / "train"),
         "val_data": str(tmp_path / "tokens" / "val"),
+        "packing": "stream", "task_weights": {},  # random ids: no documents, no tasks
         "seq_len": 16, "batch_size": 2, "steps": 2, "warmup": 1, "val_every": 2,
         "val_batches": 1, "ckpt_every": 2, "threads": 1, "progress": False,
         "out_dir": str(tmp_path / "run"),

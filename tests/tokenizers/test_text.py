@@ -199,10 +199,10 @@ def test_load_errors(small: TextTokenizer, tmp_path: Path) -> None:
         TextTokenizer.load(folder)
 
     # A file from a registry where a slot was renamed: ids would mean other things.
-    (folder / TOKENIZER_FILE).write_text(good.replace("<|reserved_31|>", "<|old_token|>"))
+    (folder / TOKENIZER_FILE).write_text(good.replace("<|reserved_29|>", "<|old_token|>"))
     with pytest.raises(TokenizerError, match=rf"{TOKENIZER_FILE}: special tokens do not match"):
         TextTokenizer.load(folder)
-    with pytest.raises(TokenizerError, match=r"missing \['<\|reserved_31\|>'\].*retrain"):
+    with pytest.raises(TokenizerError, match=r"missing \['<\|reserved_29\|>'\].*retrain"):
         load_tokenizer(folder)
 
     (folder / TOKENIZER_FILE).unlink()

@@ -93,7 +93,7 @@ def test_document_packing_keeps_documents_whole_and_apart(tmp_path):
     for epoch in (0, 1):
         seen = []
         for i in range(data.blocks_in_epoch(epoch)):
-            ids, mask, segments, positions, _ = data.block(epoch, i)
+            ids, mask, segments, positions, *_ = data.block(epoch, i)
             assert len(ids) == 33
             for s in set(segments.tolist()) - {-1}:
                 doc = ids[segments == s]

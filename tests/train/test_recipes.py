@@ -26,11 +26,11 @@ def test_tiny_float32_extends_tiny_and_changes_only_precision_and_folder():
 def test_overrides_are_coerced_to_field_types():
     config = load_recipe(
         "tiny",
-        ["lr=1e-3", "steps=50", "betas=0.8,0.9", "progress=false", "model_overrides.n_layers=2",
+        ["lr=1e-3", "steps=150", "betas=0.8,0.9", "progress=false", "model_overrides.n_layers=2",
          "val_data="],
     )  # fmt: skip
     assert config.lr == 1e-3 and isinstance(config.lr, float)
-    assert config.steps == 50
+    assert config.steps == 150
     assert config.betas == (0.8, 0.9)
     assert config.progress is False
     assert config.model_overrides["n_layers"] == 2
