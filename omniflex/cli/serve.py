@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
@@ -47,19 +46,13 @@ def make_server(settings: Any, assistant: Any = None, *, log_level: str = "info"
     return uvicorn.Server(config)
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
     from omniflex.serve import ServeSettings
+    from omniflex.serve.origin import is_loopback
 
     configure_logging()
-    if not _loopback(args.host) and not os.environ.get("OMNIFLEX_API_KEY") and not args.no_key:
+    if not is_loopback(args.host) and not os.environ.get("OMNIFLEX_API_KEY") and not args.no_key:
         print(
             f"omniflex serve: refusing to listen on {args.host} without an API key: anyone who "
             "can reach this machine could use the model. Set OMNIFLEX_API_KEY (clients then "
@@ -72,6 +65,8 @@ def serve(args: argparse.Namespace) -> int:
         model=args.model, host=args.host, port=args.port, precision=args.precision,
         max_sessions=args.max_sessions, threads=args.threads,
         voice_guard=False if args.no_voice_guard else None, compile=args.compile or None,
+        allowed_hosts=tuple(args.allowed_host or ()),
+        allowed_origins=tuple(args.allowed_origin or ()),
     )  # fmt: skip
     server = make_server(settings)
     print(
@@ -109,6 +104,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--max-sessions", type=int, default=4,
                    help="concurrent Realtime sessions + REST requests (4)")  # fmt: skip
+    p.add_argument(
+        "--allowed-host", action="append", metavar="NAME",
+        help=(
+            "a Host name clients may reach the server by (repeatable; default: localhost, "
+            "127.0.0.1 and ::1 on a loopback --host, any name otherwise; '*': any). Guards "
+            "against DNS rebinding"
+        ),
+    )  # fmt: skip
+    p.add_argument(
+        "--allowed-origin", action="append", metavar="ORIGIN",
+        help=(
+            "a web page (e.g. https://app.example:443) allowed to call the server from a "
+            "browser besides the server's own page (repeatable; '*': any)"
+        ),
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
     p.add_argument("--no-voice-guard", action="store_true",
                    help="do not pass output audio through omniflex.safety")  # fmt: skip

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from omniflex.model.assistant import Assistant
 from omniflex.serve.errors import ApiError, install_error_handlers
 from omniflex.serve.guard import require_safety, safety_status
+from omniflex.serve.origin import OriginGuard
 from omniflex.serve.settings import ServeSettings
 
 __all__ = ["Capacity", "JsonLogFormatter", "ServerState", "check_api_key", "create_app"]
@@ -202,6 +203,11 @@ def create_app(assistant: Assistant, settings: ServeSettings | None = None) -> F
     app.state.server = state
     install_error_handlers(app)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    # added last, so it runs first: a foreign page or host name is refused before anything else
+    app.add_middleware(
+        OriginGuard, bind_host=settings.host, allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+    )  # fmt: skip
 
     @app.middleware("http")
     async def _log_requests(request: Request, call_next: Any) -> Response:

@@ -33,6 +33,10 @@ class ServeSettings:
         compile: decode through the compiled forward (``omniflex.model.compiled``).
         voice_guard: pass output audio through ``omniflex.safety`` when it is installed.
         threads: torch CPU threads.
+        allowed_hosts: ``Host`` names the server answers to; empty: the loopback names when
+            ``host`` is a loopback address, any name otherwise (``omniflex.serve.origin``).
+        allowed_origins: web pages (``scheme://host[:port]``) besides the server's own that
+            may call it from a browser; ``"*"``: any.
     """
 
     model: str = "tiny"
@@ -51,6 +55,8 @@ class ServeSettings:
     compile: bool = False
     voice_guard: bool = True
     threads: int = 1
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "max_body_bytes", "max_event_bytes", "max_new_tokens",
@@ -65,6 +71,11 @@ class ServeSettings:
             )
         if not self.temperature >= 0:
             raise ValueError(f"ServeSettings.temperature must be >= 0, got {self.temperature}")
+        for name in ("allowed_hosts", "allowed_origins"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"ServeSettings.{name} must be a tuple of names, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
         if self.precision not in (None, "float32"):
             raise ValueError(
                 f"ServeSettings.precision must be None (as trained) or 'float32', "

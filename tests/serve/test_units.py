@@ -93,10 +93,10 @@ def test_serve_refuses_an_open_address_without_a_key(monkeypatch, capsys) -> Non
     args = build_parser().parse_args(["serve", "--host", "0.0.0.0"])
     assert args.func(args) == 2  # refused before any model is loaded
     assert "OMNIFLEX_API_KEY" in capsys.readouterr().err
-    from omniflex.cli.serve import _loopback
+    from omniflex.serve.origin import is_loopback
 
-    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost")
-    assert not _loopback("0.0.0.0") and not _loopback("192.168.1.4")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
 
 
 def test_safety_fails_closed_and_healthz_says_what_guards(monkeypatch) -> None:
