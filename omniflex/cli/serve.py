@@ -63,7 +63,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     settings = ServeSettings.from_env(
         model=args.model, host=args.host, port=args.port, precision=args.precision,
-        max_sessions=args.max_sessions, threads=args.threads,
+        max_sessions=args.max_sessions, max_requests=args.max_requests, threads=args.threads,
+        session_idle_seconds=args.session_idle_seconds,
         voice_guard=False if args.no_voice_guard else None, compile=args.compile or None,
         allowed_hosts=tuple(args.allowed_host or ()),
         allowed_origins=tuple(args.allowed_origin or ()),
@@ -103,7 +104,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="run flex-trained weights dequantised in float32 (faster; default: as trained)",
     )  # fmt: skip
     p.add_argument("--max-sessions", type=int, default=4,
-                   help="concurrent Realtime sessions + REST requests (4)")  # fmt: skip
+                   help="concurrent Realtime sessions (4)")  # fmt: skip
+    p.add_argument("--max-requests", type=int, default=4,
+                   help="concurrent REST requests, a pool apart from the sessions (4)")  # fmt: skip
+    p.add_argument(
+        "--session-idle-seconds", type=float, default=300.0,
+        help="close a Realtime session that sends nothing for this long (300)",
+    )  # fmt: skip
     p.add_argument(
         "--allowed-host", action="append", metavar="NAME",
         help=(

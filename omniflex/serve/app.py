@@ -38,7 +38,8 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 
 
 class Capacity:
-    """At most ``limit`` concurrent holders (Realtime sessions and REST requests together)."""
+    """At most ``limit`` concurrent holders (one pool for Realtime sessions, one for REST
+    requests, so open websockets never lock REST clients out)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -59,11 +60,13 @@ class Capacity:
 
 @dataclass
 class ServerState:
-    """What every route reads: the model, the settings, capacity, and per-turn timings."""
+    """What every route reads: the model, the settings, the two capacity pools (Realtime
+    sessions, REST requests), and per-turn timings."""
 
     assistant: Assistant
     settings: ServeSettings
-    capacity: Capacity
+    sessions: Capacity
+    requests: Capacity
     ready: threading.Event = field(default_factory=threading.Event)
     turn_log: list[dict[str, Any]] = field(default_factory=list)  # Realtime turns (bench)
     model_name: str = "omniflex-tiny"
@@ -179,7 +182,9 @@ def create_app(assistant: Assistant, settings: ServeSettings | None = None) -> F
 
     settings = settings or ServeSettings.from_env()
     require_safety(settings.voice_guard)  # fail closed, before any port opens
-    state = ServerState(assistant, settings, Capacity(settings.max_sessions))
+    state = ServerState(
+        assistant, settings, Capacity(settings.max_sessions), Capacity(settings.max_requests)
+    )
     state.model_name = f"omniflex-{assistant.name}"
 
     @asynccontextmanager
@@ -239,7 +244,8 @@ def create_app(assistant: Assistant, settings: ServeSettings | None = None) -> F
     async def _health() -> dict[str, Any]:
         return {
             "ready": state.ready.is_set(),
-            "sessions": state.capacity.used,
+            "sessions": state.sessions.used,
+            "requests": state.requests.used,
             "safety": safety_status(settings.voice_guard),
         }
 

@@ -62,6 +62,8 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        if self.status == 429:  # capacity frees within seconds: one answer is short
+            headers = {"Retry-After": "1"}
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 

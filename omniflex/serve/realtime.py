@@ -97,9 +97,9 @@ async def serve_realtime(websocket: WebSocket, state: ServerState) -> None:
         return
     offered = [p.strip() for p in protocols.split(",")]
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-    if not state.capacity.try_acquire():
+    if not state.sessions.try_acquire():
         message = (
-            f"the server is at capacity ({state.capacity.limit} concurrent sessions); "
+            f"the server is at capacity ({state.sessions.limit} concurrent sessions); "
             "try again later"
         )
         log.info("session refused", extra={"reason": "session_limit"})
@@ -113,7 +113,7 @@ async def serve_realtime(websocket: WebSocket, state: ServerState) -> None:
         await connection.run()
     finally:
         await connection.close()
-        state.capacity.release()
+        state.sessions.release()
 
 
 class RealtimeConnection:
@@ -290,8 +290,17 @@ class RealtimeConnection:
     async def run(self) -> None:
         log.info("session open", extra={"session": self.session_id})
         await self.send({"type": "session.created", "session": self.config})
+        opened = self.loop.time()
+        idle, longest = self.settings.session_idle_seconds, self.settings.session_max_seconds
         while True:
-            message = await self.ws.receive()
+            left = longest - (self.loop.time() - opened)
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), max(0.0, min(idle, left)))
+            except TimeoutError:
+                if left > idle and self._response is not None and not self._response.done():
+                    continue  # quiet while the answer plays: not idle
+                await self._expire(idle_for=None if left <= idle else idle)
+                return
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
@@ -322,6 +331,20 @@ class RealtimeConnection:
                 await self.handle(event)
             except _ClientError as err:
                 await self.send_error(err.message, err.code, err.param, event.get("event_id"))
+
+    async def _expire(self, idle_for: float | None) -> None:
+        """End a session that sent nothing for ``idle_for`` s, or reached its longest life."""
+        if idle_for is not None:
+            message = (f"no event for {idle_for:g} s: the session was closed to free its place; "
+                       "reconnect to go on")  # fmt: skip
+            code = "session_idle_timeout"
+        else:
+            message = (f"the session reached its {self.settings.session_max_seconds:g} s limit; "
+                       "reconnect to go on")  # fmt: skip
+            code = "session_expired"
+        log.info("session ended", extra={"session": self.session_id, "reason": code})
+        await self.send_error(message, code)
+        await self.ws.close(code=1000, reason=code)
 
     async def handle(self, event: dict[str, Any]) -> None:
         kind = event["type"]

@@ -2,7 +2,7 @@
 out; streamed as server-sent events), speech, transcriptions, image generation.
 
 Each request runs in a fresh ``Session`` in a worker thread (never on the event loop), holds one
-slot of the server's ``Capacity`` while it runs (none free: HTTP 429 at once), and passes its
+slot of the server's REST ``Capacity`` while it runs (none free: HTTP 429 at once), and passes its
 output through the ``OutputGuard``.
 """
 
@@ -56,11 +56,11 @@ router = APIRouter(dependencies=[Depends(_auth)])
 
 
 def _acquire(state: ServerState) -> None:
-    if not state.capacity.try_acquire():
+    if not state.requests.try_acquire():
         raise ApiError(
             429,
-            f"the server is at capacity ({state.capacity.limit} concurrent sessions and "
-            "requests); retry shortly",
+            f"the server is at capacity ({state.requests.limit} concurrent requests); retry "
+            "shortly (see Retry-After)",
             code="server_at_capacity",
         )
 
@@ -163,7 +163,7 @@ async def chat_completions(
     try:
         result = await run_in_threadpool(_chat_blocking, state, conversation, files, options)
     finally:
-        state.capacity.release()
+        state.requests.release()
     text, transcript, audio, session, prompt_tokens, blocked = result
     message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
     if options["voice"] is not None:
@@ -259,7 +259,7 @@ async def _chat_stream(
         yield b"data: [DONE]\n\n"
     finally:
         cancel.set()  # a client that left stops the generation at the next token
-        state.capacity.release()
+        state.requests.release()
 
 
 # ---------------------------------------------------------------- audio
@@ -281,7 +281,7 @@ async def speech(body: SpeechRequest, request: Request) -> Response:
             _chat_blocking, state, conversation, {}, options
         )
     finally:
-        state.capacity.release()
+        state.requests.release()
     if blocked:
         raise ApiError(400, f"the speech was stopped by the output guard: {blocked}",
                        code="content_filter")  # fmt: skip
@@ -322,7 +322,7 @@ async def transcriptions(
             _chat_blocking, state, conversation, {"user.wav": wav}, options
         )
     finally:
-        state.capacity.release()
+        state.requests.release()
     text = text.strip()
     if response_format == "text":
         return PlainTextResponse(text)
@@ -350,7 +350,7 @@ async def images(body: ImageGenerationRequest, request: Request) -> dict[str, An
     try:
         out = await run_in_threadpool(_images_blocking, state, conversation, options, body.n)
     finally:
-        state.capacity.release()
+        state.requests.release()
     return {"created": int(time.time()), "data": out}
 
 

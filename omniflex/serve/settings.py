@@ -21,7 +21,12 @@ class ServeSettings:
         host, port: where uvicorn listens.
         api_key: when set, REST and websocket requests need ``Authorization: Bearer KEY``
             (``from_env`` reads ``OMNIFLEX_API_KEY``).
-        max_sessions: concurrent Realtime sessions + REST requests; beyond: error / HTTP 429.
+        max_sessions: concurrent Realtime sessions; beyond: an ``error`` event and close.
+        max_requests: concurrent REST requests (a pool of their own); beyond: HTTP 429 with
+            ``Retry-After``.
+        session_idle_seconds: a Realtime session that sends no event for this long (and has
+            no answer in flight) is closed with an ``error`` event, freeing its place.
+        session_max_seconds: the longest a Realtime session may last.
         max_body_bytes: largest REST request body.
         max_event_bytes: largest websocket message.
         max_audio_seconds: longest input audio (a file or one spoken turn).
@@ -45,6 +50,9 @@ class ServeSettings:
     port: int = 8000
     api_key: str | None = None
     max_sessions: int = 4
+    max_requests: int = 4
+    session_idle_seconds: float = 300.0
+    session_max_seconds: float = 3600.0
     max_body_bytes: int = 25_000_000
     max_event_bytes: int = 16_000_000
     max_audio_seconds: float = 120.0
@@ -59,8 +67,11 @@ class ServeSettings:
     allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("max_sessions", "max_body_bytes", "max_event_bytes", "max_new_tokens",
-                     "audio_chunk_frames", "threads"):  # fmt: skip
+        for name in ("session_idle_seconds", "session_max_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ServeSettings.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_sessions", "max_requests", "max_body_bytes", "max_event_bytes",
+                     "max_new_tokens", "audio_chunk_frames", "threads"):  # fmt: skip
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ServeSettings.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:

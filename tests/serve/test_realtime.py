@@ -173,9 +173,9 @@ def test_client_disconnects_mid_response(live) -> None:
         conn.response.create()
         _until(conn, "response.output_audio.delta")
     deadline = time.time() + 10
-    while live.state.capacity.used and time.time() < deadline:
+    while live.state.sessions.used and time.time() < deadline:
         time.sleep(0.05)
-    assert live.state.capacity.used == 0  # the session was released
+    assert live.state.sessions.used == 0  # the session was released
     with live.client().realtime.connect(model="omniflex-tiny") as conn:
         assert _recv(conn)["type"] == "session.created"
 
@@ -232,3 +232,25 @@ def test_output_guard_block_stops_the_answer(live, monkeypatch: pytest.MonkeyPat
         assert done["status"] == "incomplete"
         assert done["status_details"]["reason"] == "content_filter"
         assert "preset voice" in done["status_details"]["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def impatient(speaking_assistant):
+    server = start_server(speaking_assistant, ServeSettings(
+        api_key=None, warmup=False, voice_guard=False, session_idle_seconds=1.0))  # fmt: skip
+    yield server
+    server.stop()
+
+
+def test_idle_session_is_closed_and_frees_its_place(impatient) -> None:
+    with impatient.client().realtime.connect(model="m") as conn:
+        assert _recv(conn)["type"] == "session.created"
+        assert impatient.state.sessions.used == 1
+        t0 = time.perf_counter()
+        event = _recv(conn)  # nothing sent: the server ends it
+        assert event["type"] == "error" and event["error"]["code"] == "session_idle_timeout"
+        assert 0.8 < time.perf_counter() - t0 < 5
+    deadline = time.time() + 5
+    while impatient.state.sessions.used and time.time() < deadline:
+        time.sleep(0.05)
+    assert impatient.state.sessions.used == 0

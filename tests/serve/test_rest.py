@@ -223,14 +223,14 @@ def test_oversize_payload_413(live) -> None:
 
 
 def test_rest_at_capacity_429(live) -> None:
-    cap = live.state.capacity
+    cap = live.state.requests
     taken = 0
     while cap.try_acquire():
         taken += 1
     try:
         r = requests.post(live.base_url + "/chat/completions",
                        json={"messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
-        assert r.status_code == 429
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
         assert r.json()["error"]["type"] == "rate_limit_error"
     finally:
         for _ in range(taken):
@@ -240,3 +240,19 @@ def test_rest_at_capacity_429(live) -> None:
 def test_unknown_route_404_shaped(live) -> None:
     r = requests.get(live.base_url + "/nope")
     assert r.status_code == 404 and r.json()["error"]["message"]
+
+
+def test_open_realtime_sessions_do_not_lock_rest_out(live) -> None:
+    sessions = live.state.sessions
+    taken = 0
+    while sessions.try_acquire():  # every Realtime place held, as by idle websockets
+        taken += 1
+    try:
+        r = requests.get(live.base_url + "/models")
+        assert r.status_code == 200  # REST has a pool of its own
+        r = requests.post(live.base_url + "/chat/completions", json={
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})  # fmt: skip
+        assert r.status_code == 200
+    finally:
+        for _ in range(taken):
+            sessions.release()
