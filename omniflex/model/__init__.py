@@ -23,6 +23,7 @@ from omniflex.model.chat import (
 from omniflex.model.compiled import CompiledForward, FastPathUnsupported
 from omniflex.model.config import MODEL_SIZES, PRECISIONS, ModelConfig
 from omniflex.model.generate import Generator, ModalityConstraint, TokenEvent
+from omniflex.model.grammar import TokenGrammar
 from omniflex.model.kv_cache import KVCache
 from omniflex.model.sampling import GREEDY, SamplingConfig, constrain, sample_next
 from omniflex.model.transformer import ModelOutput, OmniModel
@@ -47,6 +48,7 @@ __all__ = [
     "SamplingConfig",
     "Span",
     "TokenEvent",
+    "TokenGrammar",
     "VocabLayout",
     "canonical",
     "constrain",

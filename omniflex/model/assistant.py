@@ -39,6 +39,7 @@ from omniflex.model.chat import ChatTemplate
 from omniflex.model.compiled import CompiledForward
 from omniflex.model.encoders import InputFeatures
 from omniflex.model.generate import Generator, ModalityConstraint, StopReason
+from omniflex.model.grammar import TokenGrammar
 from omniflex.model.kv_cache import CacheStorage
 from omniflex.model.pretrained import DEFAULT_MODEL, PretrainedInfo, load_pretrained
 from omniflex.model.sampling import SamplingConfig
@@ -229,7 +230,9 @@ class Session:
         self._user_audio: dict[str, Any] | None = None
         self._answer_start: int | None = None
         self._prompt_end = 0
-        self._open_span: str | None = None
+        # Where the answer being written stands (open span, count in it): read by the decoder
+        # of the answer's tokens, and by the closing of an answer that stops early.
+        self.grammar = TokenGrammar(a.layout, int(a.template.image.grid))
         self.generated = 0
         self._frame_ends: list[int] = []  # sequence position after each answer audio frame
         self.generator.tokens.append(a._sid[special.BOS])
@@ -315,25 +318,9 @@ class Session:
         self.end_user_audio()
 
     # ---------------------------------------------------------------- output
-    def _constraint(self, modalities: Sequence[str]) -> Any:
+    def _constraint(self, modalities: Sequence[str]) -> ModalityConstraint:
         a = self.assistant
-        base = ModalityConstraint(a.layout, int(a.template.image.grid))
-        banned: list[int] = []
-        if "audio" not in modalities:
-            banned += [a._sid[special.AUDIO], *a._voice_of]
-        if "image" not in modalities:
-            banned.append(a._sid[special.IMAGE])
-        if "text" not in modalities and "audio" not in modalities:
-            banned.append(a._sid[special.TEXT])
-
-        def constraint(tokens: Sequence[int]) -> torch.Tensor:
-            mask = base(tokens)
-            if banned and base.state == "text":
-                mask = mask.clone()
-                mask[banned] = False
-            return mask
-
-        return constraint
+        return ModalityConstraint(a.layout, int(a.template.image.grid), outputs=modalities)
 
     def respond(
         self,
@@ -373,7 +360,6 @@ class Session:
             (), max_new_tokens=max_new_tokens, sampling=sampling or SamplingConfig(0.0),
             stop_tokens=stops, constraint_fn=self._constraint(modalities), cancel=cancel,
         )  # fmt: skip
-        self._open_span = None
         self.generated = 0  # tokens the model produced for this answer
         try:
             yield from self._decode(stream, voice, audio_chunk_frames)
@@ -382,28 +368,30 @@ class Session:
                 self._close_turn(cancelled=self.generator.stop_reason == "cancelled")
 
     def _close_turn(self, *, cancelled: bool) -> None:
-        """Close an answer that stopped early (length, cancel): its open span, then the turn."""
+        """Close an answer that stopped early (length, cancel): its open span as the grammar
+        says (a partial audio frame or image is dropped), then the turn."""
         sid = self.assistant._sid
-        closing = []
-        if self._open_span is not None:
-            closing.append(sid[self._open_span])
-        if cancelled:
-            closing.append(sid[special.INTERRUPT])
-        closing.append(sid[special.END_OF_TURN])
-        self.generator.tokens.extend(closing)  # pending: run with the next prefill
+        drop, closing = self.grammar.closing()
+        if drop:
+            with self.assistant.lock:
+                self.generator.truncate(len(self.tokens) - drop)
+        tail = [*closing, sid[special.INTERRUPT]] if cancelled else [*closing]
+        self.generator.tokens.extend([*tail, sid[special.END_OF_TURN]])  # pending
+        self.grammar.reset()  # the turn is closed
 
     def _decode(self, stream: Iterator[Any], voice: str | None, chunk: int) -> Iterator[Event]:
-        a, sid = self.assistant, self.assistant._sid
+        a = self.assistant
         layout, codec = a.layout, self._codec
         k = layout.audio_codebooks
         grid = int(a.template.image.grid)
         # A BPE id can end inside a character: incremental decoders hold the partial bytes.
         utf8 = codecs.getincrementaldecoder("utf-8")
         text_out, spoken_out = utf8(errors="replace"), utf8(errors="replace")
-        state = "text"
+        grammar = self.grammar  # where the answer stands, after each token
+        grammar.reset()
         speaking_voice = voice
-        frame: list[int] = []
-        frames: list[torch.Tensor] = []
+        frame: list[int] = []  # codes of the audio frame being written
+        frames: list[torch.Tensor] = []  # whole frames not yet decoded to sound
         image: list[int] = []
         codec.reset_streaming()
         with codec.streaming():
@@ -413,27 +401,12 @@ class Session:
                 if event is None:
                     break
                 self.generated += 1
-                t = event.token_id
-                if t in a._voice_of:
-                    speaking_voice = a._voice_of[t]
-                elif t == sid[special.TEXT]:
-                    state, self._open_span = "spoken", special.TEXT_END
-                elif t == sid[special.AUDIO]:
-                    state, frame, self._open_span = "audio", [], special.AUDIO_END
-                elif t == sid[special.IMAGE]:
-                    state, image, self._open_span = "image", [], special.IMAGE_END
-                elif t in (sid[special.TEXT_END], sid[special.AUDIO_END], sid[special.IMAGE_END]):
-                    if state == "audio" and frames:
-                        yield self._audio(frames, speaking_voice)
-                    state, self._open_span = "text", None
-                elif event.modality == "text":
-                    data = a.template.text.decode_bytes([t])
-                    out = (spoken_out if state == "spoken" else text_out).decode(data)
-                    if out:
-                        yield TextDelta(out, spoken=state == "spoken")
-                elif event.modality == "audio" and state == "audio":
+                t, before = event.token_id, grammar.state
+                grammar.feed(t)
+                state = grammar.state
+                if state == "audio" and event.modality == "audio":
                     frame.append(t)
-                    if len(frame) == k:
+                    if grammar.count % k == 0:  # a whole frame
                         codes = torch.tensor(frame) - layout.audio_offset
                         codes = codes - torch.arange(k) * layout.audio_size
                         frames.append(codes.view(k, 1))
@@ -441,13 +414,25 @@ class Session:
                         frame = []
                         if len(frames) >= chunk:
                             yield self._audio(frames, speaking_voice)
-                elif event.modality == "image" and state == "image":
+                    continue
+                if state == "image" and event.modality == "image":
                     image.append(t)
-                    if len(image) == grid * grid:
+                    if grammar.count == grid * grid:
                         codes = layout.image_codes(torch.tensor(image), grid)
                         pixels = np.asarray(a.template.image.decode(codes))
                         yield ImageOutput(pixels, codes)
-                        image = []
+                    continue
+                frame, image = [], []  # a marker or text: any span content before it is over
+                if before == "audio" and frames:
+                    yield self._audio(frames, speaking_voice)
+                if t in a._voice_of:
+                    speaking_voice = a._voice_of[t]
+                elif event.modality == "text":
+                    data = a.template.text.decode_bytes([t])
+                    spoken = state == "spoken"
+                    out = (spoken_out if spoken else text_out).decode(data)
+                    if out:
+                        yield TextDelta(out, spoken=spoken)
             if frames:
                 yield self._audio(frames, speaking_voice)
             if self._frame_ends:
@@ -504,11 +489,12 @@ class Session:
         kept = min(len(self._frame_ends), max(0, int(played_seconds / spf_s)))
         cut = self._frame_ends[kept - 1] if kept else self._prompt_end
         cut = min(cut, len(self.tokens))
-        closing = [sid[special.INTERRUPT], sid[special.END_OF_TURN]]
-        if kept:
-            closing.insert(0, sid[special.AUDIO_END])  # the cut is inside an audio span
+        self.grammar.reset()  # where the kept answer stands: inside an audio span, or none
+        drop, closing = self.grammar.read(self.tokens[self._answer_start : cut]).closing()
+        self.grammar.reset()  # the turn is closed
         with self.assistant.lock:
-            self.generator.truncate(cut)
-            self.generator.tokens.extend(closing)  # pending: run with the next prefill
+            self.generator.truncate(cut - drop)
+            tail = [*closing, sid[special.INTERRUPT], sid[special.END_OF_TURN]]
+            self.generator.tokens.extend(tail)  # pending: run with the next prefill
         self._frame_ends = self._frame_ends[:kept]
         return kept

@@ -10,10 +10,10 @@ A sampled token is *pending*: it is fed to the model at the next ``step``/``pref
 stream hands each token out before spending a forward on it, and the last token of an answer
 costs no forward at all.
 
-``ModalityConstraint`` is the default decoding grammar: after ``<|audio|>`` only audio ids in
-codebook order (codebook ``k = position % codebooks``), and ``<|/audio|>`` only at frame
-boundaries; after ``<|image|>`` exactly ``grid * grid`` image ids, then ``<|/image|>``;
-elsewhere text ids and special tokens.
+``ModalityConstraint`` decodes by the grammar of ``omniflex.model.grammar`` (the one owner of
+which token may follow which): after ``<|audio|>`` only audio ids in codebook order and
+``<|/audio|>`` only at frame boundaries; after ``<|image|>`` exactly ``grid * grid`` image ids,
+then ``<|/image|>``; elsewhere text ids and the special tokens an answer may write.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 
 from omniflex.model.compiled import CompiledForward
 from omniflex.model.encoders import InputFeatures
+from omniflex.model.grammar import OUTPUTS, TokenGrammar
 from omniflex.model.kv_cache import CacheStorage, KVCache
 from omniflex.model.sampling import SamplingConfig, make_generator, sample_next
 from omniflex.model.transformer import OmniModel
@@ -59,79 +60,36 @@ class TokenEvent:
 
 
 class ModalityConstraint:
-    """The default decoding grammar, as a ``ConstraintFn`` that follows the modality markers.
+    """The default decoding grammar (``omniflex.model.grammar.TokenGrammar``) as a
+    ``ConstraintFn``: called with the whole token sequence, it returns the grammar's mask for
+    the next token.
 
-    Called with the whole token sequence; it remembers how far it has read, so each call costs
-    only the new tokens. A sequence that is shorter, or whose token at the last read position
-    differs, is read again from the start (call ``reset()`` after other rewrites). Tokens that
-    break the grammar (e.g. in a prompt) end the span they are in rather than raising.
+    It remembers how far it has read, so each call costs only the new tokens. A sequence that
+    is shorter, or whose token at the last read position differs, is read again from the start
+    (call ``reset()`` after other rewrites). ``outputs`` limits what an answer may contain
+    (``TokenGrammar``).
     """
 
-    def __init__(self, layout: VocabLayout, image_grid: int = 16) -> None:
-        if image_grid < 1:
-            raise ValueError(f"image_grid must be >= 1, got {image_grid}")
-        self.layout, self.image_tokens = layout, image_grid * image_grid
-        sid = special.special_index
-        self._audio, self._audio_end = sid(special.AUDIO), sid(special.AUDIO_END)
-        self._image, self._image_end = sid(special.IMAGE), sid(special.IMAGE_END)
-        text = layout.allowed("text")
-        # Never predicted (padding, stream start, other speakers' turns, video and continuous
-        # input placeholders: input only, unused slots), or closing a span that is not open.
-        never = (special.PAD, special.BOS, special.SYSTEM, special.USER, special.ASSISTANT)
-        never += (special.VIDEO, special.VIDEO_END, special.AUDIO_END, special.IMAGE_END)
-        never += (special.MEL, special.PATCH)  # input placeholders: the user's, never ours
-        for token in never + special.TIME_TOKENS:
-            text[sid(token)] = False
-        for token in special.SPECIAL_TOKENS:
-            if token.startswith("<|reserved_"):
-                text[sid(token)] = False
-        self._text_mask = text
-        K = layout.audio_codebooks
-        self._audio_masks = [layout.allowed("audio", k) for k in range(K)]
-        self._audio_masks[0] = layout.allowed("audio", 0, special.AUDIO_END)
-        self._image_mask = layout.allowed("image")
-        self._image_end_mask = torch.zeros(layout.size, dtype=torch.bool)
-        self._image_end_mask[self._image_end] = True
+    def __init__(
+        self, layout: VocabLayout, image_grid: int = 16, *, outputs: Sequence[str] = OUTPUTS
+    ) -> None:
+        self.grammar = TokenGrammar(layout, image_grid, outputs=outputs)
         self.reset()
 
     def reset(self) -> None:
         """Forget the tokens read so far."""
-        self.state: Literal["text", "audio", "image"] = "text"
-        self.count = 0  # tokens inside the open span
+        self.grammar.reset()
         self._seen = 0
         self._last = -1
-
-    def feed(self, token_id: int) -> None:
-        """Advance the state machine by one token."""
-        kind = self.layout.kind_of(token_id) if 0 <= token_id < self.layout.size else None
-        in_audio = self.state == "audio" and kind == "audio"
-        in_image = self.state == "image" and kind == "image" and self.count < self.image_tokens
-        if in_audio or in_image:
-            self.count += 1
-        elif token_id == self._audio:
-            self.state, self.count = "audio", 0
-        elif token_id == self._image:
-            self.state, self.count = "image", 0
-        else:  # a closing marker, or anything that leaves the span
-            self.state, self.count = "text", 0
-
-    def allowed(self) -> torch.Tensor:
-        """Bool mask (V,) of the ids the next token may take in the current state."""
-        if self.state == "audio":
-            return self._audio_masks[self.count % self.layout.audio_codebooks]
-        if self.state == "image":
-            return self._image_mask if self.count < self.image_tokens else self._image_end_mask
-        return self._text_mask
 
     def __call__(self, tokens: Sequence[int]) -> torch.Tensor:
         seen = self._seen
         if len(tokens) < seen or (seen and int(tokens[seen - 1]) != self._last):
             self.reset()  # not a continuation of what was read: read it all again
-        for t in tokens[self._seen :]:
-            self.feed(int(t))
+        self.grammar.read(tokens[self._seen :])
         self._seen = len(tokens)
         self._last = int(tokens[-1]) if tokens else -1
-        return self.allowed()
+        return self.grammar.allowed()
 
 
 class Generator:

@@ -5,9 +5,10 @@ A placeholder model (barely trained) tends to end its turn at once, so no audio 
 nothing about speech latency can be measured. ``ScriptedSpeech`` constrains decoding to the
 corpus's spoken-answer layout (``omniflex.model.chat``): ``chunks`` times ``<text>`` +
 ``text_tokens`` text ids + ``</text>`` + ``<audio>`` + ``frames`` codec frames + ``</audio>``,
-then the end of the turn. Every token is still computed by the real model (which ids win inside
-each slot is the model's choice), so timings are those of a real answer of that shape. Answers
-without audio are not touched. Never use it to serve users.
+then the end of the turn. The markers are forced; inside each span the decoding grammar
+(``omniflex.model.grammar``) says what may come, and every token is still computed by the real
+model (which ids win inside each slot is the model's choice), so timings are those of a real
+answer of that shape. Answers without audio are not touched. Never use it to serve users.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ from omniflex.tokenizers import special
 __all__ = ["ScriptedSpeech"]
 
 
+#: A slot of the plan that the model fills with the open span's content (``TokenGrammar.body``).
+_BODY = -1
+
+
 class _ScriptedSession(Session):
-    def __init__(self, assistant: Assistant, plan: list[int | str]) -> None:
+    def __init__(self, assistant: Assistant, plan: list[int]) -> None:
         super().__init__(assistant)
         self._plan = plan
 
@@ -32,10 +37,7 @@ class _ScriptedSession(Session):
         base = super()._constraint(modalities)
         if "audio" not in modalities:
             return base
-        a = self.assistant
-        plan, start = self._plan, self._prompt_end
-        text_mask = torch.zeros(a.layout.size, dtype=torch.bool)
-        text_mask[special.NUM_SPECIAL : a.layout.text_size] = True
+        plan, start, grammar = self._plan, self._prompt_end, base.grammar
         forced: dict[int, torch.Tensor] = {}
 
         def constraint(tokens: Sequence[int]) -> torch.Tensor:
@@ -44,12 +46,10 @@ class _ScriptedSession(Session):
             if not 0 <= i < len(plan):
                 return mask
             want = plan[i]
-            if want == "text":
-                return text_mask
-            if want == "audio":
-                return mask  # the grammar's mask for the next codebook
+            if want == _BODY:  # the next text id, or the next codebook's code
+                return mask & grammar.body()
             if want not in forced:
-                forced[want] = torch.zeros(a.layout.size, dtype=torch.bool)
+                forced[want] = torch.zeros(self.assistant.layout.size, dtype=torch.bool)
                 forced[want][want] = True
             return forced[want]
 
@@ -68,10 +68,10 @@ class ScriptedSpeech(Assistant):
         self.fast = base.fast  # and one compiled forward
         sid = self._sid
         k = self.layout.audio_codebooks
-        plan: list[int | str] = []
+        plan: list[int] = []
         for _ in range(chunks):
-            plan += [sid[special.TEXT], *["text"] * text_tokens, sid[special.TEXT_END]]
-            plan += [sid[special.AUDIO], *["audio"] * (frames * k), sid[special.AUDIO_END]]
+            plan += [sid[special.TEXT], *[_BODY] * text_tokens, sid[special.TEXT_END]]
+            plan += [sid[special.AUDIO], *[_BODY] * (frames * k), sid[special.AUDIO_END]]
         plan.append(sid[special.END_OF_TURN])
         self.plan = plan
 
