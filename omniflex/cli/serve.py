@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["add_bench_parser", "add_parser", "configure_logging", "make_server", "serve"]
+__all__ = ["add_bench_parser", "add_parser", "configure_logging", "serve"]
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -25,31 +25,11 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.propagate = False
 
 
-def make_server(settings: Any, assistant: Any = None, *, log_level: str = "info") -> Any:
-    """A ``uvicorn.Server`` for ``settings`` (loading the model unless ``assistant`` is given)."""
-    import torch
-    import uvicorn
-
-    from omniflex.model.assistant import Assistant
-    from omniflex.serve import create_app
-
-    torch.set_num_threads(settings.threads)
-    if assistant is None:
-        assistant = Assistant.from_pretrained(
-            settings.model, precision=settings.precision, compile=settings.compile
-        )
-    app = create_app(assistant, settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-        ws_max_size=settings.max_event_bytes, log_config=None, ws="websockets-sansio",
-    )  # fmt: skip
-    return uvicorn.Server(config)
-
-
 def serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
     from omniflex.serve import ServeSettings
     from omniflex.serve.origin import is_loopback
+    from omniflex.serve.server import make_server
 
     configure_logging()
     if not is_loopback(args.host) and not os.environ.get("OMNIFLEX_API_KEY") and not args.no_key:

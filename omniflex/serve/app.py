@@ -1,22 +1,20 @@
 """The FastAPI application: ``create_app(assistant, settings)``.
 
-It holds one ``Assistant`` for all connections (its ``lock`` serialises model forwards), a
-``Capacity`` shared by Realtime sessions and REST requests, the auth check, request logging as
-JSON lines with per-request timing, and a lifespan that warms the model up before the first
-connection is accepted.
+It holds one ``ServerState`` for all connections (one ``Assistant``, whose ``lock`` serialises
+model forwards, and the capacity pools of ``omniflex.serve.state``), the Host/Origin and body
+size guards, request logging as JSON lines with per-request timing, the REST routes
+(``omniflex.serve.rest``), the Realtime websocket (``omniflex.serve.realtime``), and a
+lifespan that warms the model up before the first connection is accepted.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,54 +24,20 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniflex.model.assistant import Assistant
+from omniflex.serve import realtime, rest
+from omniflex.serve.auth import check_api_key
 from omniflex.serve.errors import ApiError, install_error_handlers
 from omniflex.serve.guard import require_safety, safety_status
 from omniflex.serve.origin import OriginGuard
 from omniflex.serve.settings import ServeSettings
+from omniflex.serve.state import Capacity, ServerState
 
+# Capacity, ServerState and check_api_key live in omniflex.serve.state and .auth (their owners,
+# below the routes); they are re-exported here for callers of the application module.
 __all__ = ["Capacity", "JsonLogFormatter", "ServerState", "check_api_key", "create_app"]
 
 log = logging.getLogger("omniflex.serve")
 WEB_DIR = Path(__file__).resolve().parent / "web"
-
-
-class Capacity:
-    """At most ``limit`` concurrent holders (one pool for Realtime sessions, one for REST
-    requests, so open websockets never lock REST clients out)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._lock = threading.Lock()
-
-    def try_acquire(self) -> bool:
-        with self._lock:
-            if self.used >= self.limit:
-                return False
-            self.used += 1
-            return True
-
-    def release(self) -> None:
-        with self._lock:
-            self.used = max(0, self.used - 1)
-
-
-@dataclass
-class ServerState:
-    """What every route reads: the model, the settings, the two capacity pools (Realtime
-    sessions, REST requests), and per-turn timings."""
-
-    assistant: Assistant
-    settings: ServeSettings
-    sessions: Capacity
-    requests: Capacity
-    ready: threading.Event = field(default_factory=threading.Event)
-    turn_log: list[dict[str, Any]] = field(default_factory=list)  # Realtime turns (bench)
-    model_name: str = "omniflex-tiny"
-
-    def record_turn(self, entry: dict[str, Any]) -> None:
-        self.turn_log.append(entry)
-        del self.turn_log[:-1000]
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -92,35 +56,6 @@ class JsonLogFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
-
-
-def check_api_key(settings: ServeSettings, authorization: str | None, protocols: str = "") -> None:
-    """Raise ``ApiError(401)`` unless the key is given as ``Authorization: Bearer KEY`` (or, for
-    browsers, which cannot set headers on websockets, the ``openai-insecure-api-key.KEY``
-    subprotocol)."""
-    key = settings.api_key
-    if not key:
-        return
-    scheme, _, given_key = (authorization or "").strip().partition(" ")
-    # the scheme is case-insensitive (RFC 7235); keys compare in constant time
-    if scheme.lower() == "bearer" and _same_key(given_key.strip(), key):
-        return
-    prefix = "openai-insecure-api-key."
-    offered = [p.strip() for p in protocols.split(",") if p.strip()]
-    if any(p.startswith(prefix) and _same_key(p[len(prefix) :], key) for p in offered):
-        return
-    given = "no Authorization header" if not authorization else "a wrong key"
-    raise ApiError(
-        401,
-        f"this server needs an API key: send 'Authorization: Bearer KEY' ({given} was sent); "
-        "the key is the server's OMNIFLEX_API_KEY",
-        code="invalid_api_key",
-    )
-
-
-def _same_key(given: str, key: str) -> bool:
-    """Constant-time comparison: the time taken says nothing about how much of a key was right."""
-    return hmac.compare_digest(given.encode(), key.encode())
 
 
 class _BodyLimit:
@@ -178,8 +113,6 @@ def _warm_up(state: ServerState) -> None:
 
 def create_app(assistant: Assistant, settings: ServeSettings | None = None) -> FastAPI:
     """The server application for ``assistant``; run it with uvicorn."""
-    from omniflex.serve import realtime, rest
-
     settings = settings or ServeSettings.from_env()
     require_safety(settings.voice_guard)  # fail closed, before any port opens
     state = ServerState(

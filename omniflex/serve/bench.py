@@ -89,7 +89,7 @@ def start_in_thread(assistant: Any, settings: Any) -> tuple[Any, threading.Threa
     """uvicorn in a daemon thread on a free loopback port: (server, thread, http URL)."""
     import socket
 
-    from omniflex.cli.serve import make_server
+    from omniflex.serve.server import make_server
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

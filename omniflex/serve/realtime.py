@@ -39,7 +39,6 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from omniflex.model.assistant import AudioDelta, ImageOutput, Session, TextDelta
 from omniflex.model.sampling import SamplingConfig
 from omniflex.safety.voices import resolve_voice
-from omniflex.serve.app import ServerState, check_api_key
 from omniflex.serve.audio import (
     MODEL_RATE,
     WIRE_RATE,
@@ -48,10 +47,12 @@ from omniflex.serve.audio import (
     float_to_pcm16,
     pcm16_to_float,
 )
+from omniflex.serve.auth import check_api_key
 from omniflex.serve.errors import ApiError, error_event
 from omniflex.serve.guard import make_output_guard
 from omniflex.serve.messages import decode_image_url, last_user_text
 from omniflex.serve.runner import Blocked, TurnTiming, guarded_respond, iterate_in_thread
+from omniflex.serve.state import ServerState
 from omniflex.serve.vad import StreamingVad, VadConfig
 
 __all__ = ["RealtimeConnection", "serve_realtime"]

@@ -26,13 +26,14 @@ from omniflex.data.templates import TEMPLATES
 from omniflex.model.assistant import AudioDelta, ImageOutput, Session, TextDelta
 from omniflex.model.sampling import SamplingConfig
 from omniflex.safety.voices import resolve_voice
-from omniflex.serve.app import ServerState, check_api_key
 from omniflex.serve.audio import WIRE_RATE, float_to_pcm16, resample, to_wav_bytes
+from omniflex.serve.auth import check_api_key
 from omniflex.serve.errors import ApiError
 from omniflex.serve.guard import make_output_guard
 from omniflex.serve.messages import decode_audio_file, last_user_text, to_conversation
 from omniflex.serve.runner import Blocked, guarded_respond, iterate_in_thread
 from omniflex.serve.schemas import ChatCompletionRequest, ImageGenerationRequest, SpeechRequest
+from omniflex.serve.state import ServerState
 
 __all__ = ["ASR_PROMPT", "TTS_PROMPT", "router"]
 

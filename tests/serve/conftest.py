@@ -58,7 +58,7 @@ class LiveServer:
 
 
 def start_server(assistant: object, settings: ServeSettings) -> LiveServer:
-    from omniflex.cli.serve import make_server
+    from omniflex.serve.server import make_server
 
     settings = replace(settings, port=free_port())
     server = make_server(settings, assistant, log_level="warning")
