@@ -4,7 +4,7 @@ Quick start::
 
     from omniflex.model import Generator, ModelConfig, OmniModel, SamplingConfig, VocabLayout
 
-    layout = VocabLayout(text_size=1239, image_size=1000, audio_size=1000, audio_codebooks=2)
+    layout = VocabLayout(text_size=4096, image_size=1000, audio_size=1000, audio_codebooks=2)
     model = OmniModel.build(ModelConfig.from_name("tiny", vocab=layout), seed=0)  # flex16+5
     out = model(ids, targets, loss_mask)                     # out.logits (B, T, V), out.loss
     gen = Generator(model, layout, cache_storage="flex16")

@@ -43,8 +43,8 @@ from omniflex.model.vocab import VocabLayout
 
 __all__ = ["BENCHMARKS", "SHIPPED_LAYOUT", "run_model_benchmarks"]
 
-#: The layout of the shipped tokenizers (text BPE 1239, image FSQ 8*5*5*5, audio 2 x 1000).
-SHIPPED_LAYOUT = VocabLayout(text_size=1239, image_size=1000, audio_size=1000, audio_codebooks=2)
+#: The layout of the shipped tokenizers (text BPE 4096, image FSQ 8*5*5*5, audio 2 x 1000).
+SHIPPED_LAYOUT = VocabLayout(text_size=4096, image_size=1000, audio_size=1000, audio_codebooks=2)
 
 
 def _tiny(precision: str, layout: VocabLayout) -> ModelConfig:

@@ -62,7 +62,10 @@ def test_bad_paths_and_commands_print_an_error_and_the_chat_goes_on(assistant, t
     errors = [line for line in out if line.startswith("error: ")]
     assert len(errors) == 6, out
     assert "missing.png" in errors[0] and "notes.txt" in errors[1] and "nobody" in errors[3]
-    assert out[-1].startswith("assistant: ")
+    # the chat went on and answered "hello" (a note follows if the answer hit the token cap)
+    assert out[-1].startswith("assistant: ") or (
+        out[-2].startswith("assistant: ") and out[-1].startswith("[answer cut at")
+    )
 
 
 def test_modes_voice_and_reset(assistant, tmp_path) -> None:

@@ -8,7 +8,7 @@ from omniflex.model.config import MODEL_SIZES, PRECISIONS, ModelConfig
 from omniflex.model.vocab import VocabLayout
 from tests.model import MICRO_LAYOUT, micro_config
 
-SHIPPED_LAYOUT = VocabLayout(text_size=1239, image_size=1000, audio_size=1000, audio_codebooks=2)
+SHIPPED_LAYOUT = VocabLayout(text_size=4096, image_size=1000, audio_size=1000, audio_codebooks=2)
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_SIZES))

@@ -70,3 +70,60 @@ def test_text_to_image_draws_an_image(assistant: Assistant):
     answer = assistant.answer(conversation, files, modalities=("image",), max_new_tokens=300)
     assert len(answer.images) == 1
     assert answer.images[0].shape == (64, 64, 3) and answer.images[0].dtype == np.uint8
+
+
+# ----------------------------------------------------------------------------- content
+# Fixed prompts, chosen before the model was trained: the answers must be right, not only
+# well formed. Greedy decoding, so each is deterministic.
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() else " " for c in text).split()
+
+
+def test_answers_a_typed_sum(assistant: Assistant):
+    conversation = {"messages": [{"role": "user", "content": "What is three plus four?"}]}
+    answer = assistant.answer(conversation, {}, modalities=("text",), max_new_tokens=40)
+    assert "seven" in _words(answer.text), answer.text
+
+
+# The shipped model does not yet understand speech (eval: ASR WER 0.92, spoken QA 0.03); these
+# two stay here, strict, so that the model that does will turn them into passes.
+@pytest.mark.xfail(strict=True, reason="speech input not yet learned: ASR WER 0.92 on the eval")
+def test_transcribes_a_held_out_voice(assistant: Assistant):
+    from omniflex.eval.capabilities import word_error_rate
+
+    sample = make_sample("asr", "test", 0)  # a test voice the model never heard
+    reference = sample.conversation["messages"][-1]["content"][0]["text"]
+    answer = assistant.answer(*_prompt("asr"), modalities=("text",), max_new_tokens=60)
+    assert word_error_rate([reference], [answer.text]) <= 0.25, (reference, answer.text)
+
+
+@pytest.mark.xfail(strict=True, reason="speech input not yet learned: spoken QA 0.03 on the eval")
+def test_answers_a_spoken_question(assistant: Assistant):
+    sample = make_sample("spoken_qa", "test", 0)
+    reference = sample.conversation["messages"][-1]["content"][0]["text"]
+    answer = assistant.answer(*_prompt("spoken_qa"), modalities=("text",), max_new_tokens=60)
+    assert _words(answer.text)[-3:] == _words(reference)[-3:], (reference, answer.text)
+
+
+def test_describes_a_picture_it_was_not_drawn_by_the_corpus(assistant: Assistant):
+    from io import BytesIO
+
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (96, 96), (70, 70, 80))  # plain, another size
+    ImageDraw.Draw(picture).ellipse((24, 24, 72, 72), fill=(220, 30, 30))
+    buffer = BytesIO()
+    picture.save(buffer, format="PNG")
+    conversation = {
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "image", "file": "circle.png"},
+                {"type": "text", "text": "Tell me what is in the image."},
+            ]},
+        ]
+    }  # fmt: skip
+    answer = assistant.answer(
+        conversation, {"circle.png": buffer.getvalue()}, modalities=("text",), max_new_tokens=40
+    )
+    words = _words(answer.text)
+    assert "red" in words and "circle" in words, answer.text
