@@ -91,7 +91,7 @@ def _cmd_data_tokenize(args: argparse.Namespace) -> int:
     out = args.out or f"{args.corpus}/tokens"
     metas = pretokenize_corpus(
         args.corpus, out, template, splits=args.split or ("train", "val", "test"),
-        workers=args.workers, limit=args.limit,
+        workers=args.workers, limit=args.limit, speech_as_asr=args.speech_as_asr,
     )  # fmt: skip
     for split, meta in metas.items():
         scalars = {k: v for k, v in meta.items() if not isinstance(v, (list, dict))}
@@ -379,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
             "how the user's speech and pictures enter the model: 'features' (log-mel frames "
             "and pixel patches through the input encoders; the default model) or 'codes' "
             "(codec and VQ ids, as the first model read them)"
+        ),
+    )  # fmt: skip
+    tokenize.add_argument(
+        "--speech-as-asr", action="store_true",
+        help=(
+            "also write every spoken answer of the train split as an ASR document (task "
+            "speech_asr: its audio, an ASR instruction, its transcript): more heard speech"
         ),
     )  # fmt: skip
     tokenize.set_defaults(func=_cmd_data_tokenize)

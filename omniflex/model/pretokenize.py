@@ -16,6 +16,12 @@ trainer more than the model does on a CPU, so each split is encoded once into::
                              by_task ({task: documents, mean, p95, max}), keys and doc_tasks
                              (per document, in order), seconds, the template's config
 
+With ``speech_as_asr=True`` every spoken answer of a *training* conversation (the assistant's
+audio in a preset voice, with its transcript) is also written as an ASR document of its own
+(task ``speech_asr``: that audio, a training ASR instruction, the transcript as the answer), so
+the model hears several times more speech with its words than the ASR task alone gives.
+Validation and test splits are never augmented.
+
 ``omniflex.train.TokenDataset(out_dir / split, seq_len)`` reads the cache. The cache folder is
 renamed into place whole; ``{split}.json`` is written after it (temporary file + rename), so a
 ``{split}.json`` always describes the cache beside it.
@@ -39,12 +45,13 @@ import torch
 from tqdm import tqdm
 
 from omniflex.data.shards import read_shard
+from omniflex.data.templates import TEMPLATES, template_ids
 from omniflex.model.chat import ChatFormatError, ChatTemplate
 from omniflex.model.encoders import InputFeatures
 from omniflex.model.token_cache import write_token_cache
 from omniflex.tokenizers import special
 
-__all__ = ["pretokenize_corpus"]
+__all__ = ["SPEECH_ASR_TASK", "pretokenize_corpus", "speech_as_asr"]
 
 
 @dataclass
@@ -66,19 +73,55 @@ def _init_worker(template: ChatTemplate) -> None:
     _TEMPLATE = template
 
 
-def _encode_samples(template: ChatTemplate, shard: Path, limit: int | None) -> Iterator[_Doc]:
+SPEECH_ASR_TASK = "speech_asr"
+
+
+def speech_as_asr(conversation: dict[str, Any]) -> list[dict[str, Any]]:
+    """One ASR conversation per spoken answer of ``conversation`` (its audio file, a training
+    ASR instruction chosen by the answer's place, its transcript written out as the answer)."""
+    instructions = [TEMPLATES["asr"][i] for i in template_ids("asr", "train")]
+    out = []
+    for m, message in enumerate(conversation.get("messages", [])):
+        if message.get("role") != "assistant" or not isinstance(message.get("content"), list):
+            continue
+        for part in message["content"]:
+            if part.get("type") != "audio" or not part.get("transcript"):
+                continue
+            instruction = instructions[(m + len(out)) % len(instructions)]
+            out.append({
+                "id": f"{conversation.get('id', 'conversation')}_speech_asr_{len(out)}",
+                "task": SPEECH_ASR_TASK,
+                "messages": [
+                    {"role": "user", "content": [
+                        {"type": "audio", "file": part["file"]},
+                        {"type": "text", "text": instruction},
+                    ]},
+                    {"role": "assistant", "content": [
+                        {"type": "text", "text": part["transcript"]},
+                    ]},
+                ],
+            })  # fmt: skip
+    return out
+
+
+def _encode_samples(
+    template: ChatTemplate, shard: Path, limit: int | None, reuse_speech: bool = False
+) -> Iterator[_Doc]:
     for i, sample in enumerate(read_shard(shard)):
         if limit is not None and i >= limit:
             return
-        try:
-            encoded = template.encode(sample.conversation, sample.files)
-        except ChatFormatError as err:
-            raise ChatFormatError(f"{shard}, sample {sample.key}: {err}") from None
-        task = str(sample.conversation.get("task", "unknown"))
-        yield _Doc(sample.key, task, encoded.ids, encoded.loss_mask, encoded.features())
+        extra = speech_as_asr(sample.conversation) if reuse_speech else []
+        for conversation in [sample.conversation, *extra]:
+            try:
+                encoded = template.encode(conversation, sample.files)
+            except ChatFormatError as err:
+                raise ChatFormatError(f"{shard}, sample {sample.key}: {err}") from None
+            task = str(conversation.get("task", "unknown"))
+            key = sample.key if conversation is sample.conversation else conversation["id"]
+            yield _Doc(key, task, encoded.ids, encoded.loss_mask, encoded.features())
 
 
-def _encode_shard(job: tuple[Path, int | None]) -> list[_Doc]:
+def _encode_shard(job: tuple[Path, int | None, bool]) -> list[_Doc]:
     if _TEMPLATE is None:
         raise RuntimeError("pretokenize worker started without _init_worker")
     return list(_encode_samples(_TEMPLATE, *job))
@@ -103,14 +146,15 @@ def _docs(
     limit: int | None,
     progress: bool,
     desc: str,
+    reuse_speech: bool = False,
 ) -> Iterator[_Doc]:
     if limit is not None:
         # A subset is for measuring: read shards in order until ``limit`` documents.
         bar = tqdm(total=limit, desc=desc, unit="doc", disable=not progress)
         left = limit
         for shard in shards:
-            for doc in _encode_samples(template, shard, left):
-                left -= 1
+            for doc in _encode_samples(template, shard, left, reuse_speech):
+                left -= doc.task != SPEECH_ASR_TASK  # ``limit`` counts corpus samples
                 bar.update()
                 yield doc
             if left == 0:
@@ -120,7 +164,7 @@ def _docs(
     if workers <= 1:
         bar = tqdm(desc=desc, unit="doc", disable=not progress)
         for shard in shards:
-            for doc in _encode_samples(template, shard, None):
+            for doc in _encode_samples(template, shard, None, reuse_speech):
                 bar.update()
                 yield doc
         bar.close()
@@ -129,7 +173,8 @@ def _docs(
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, context, _init_worker, (template,)) as pool:
         bar = tqdm(total=len(shards), desc=desc, unit="shard", disable=not progress)
-        for docs in pool.map(_encode_shard, [(shard, None) for shard in shards]):
+        jobs = [(shard, None, reuse_speech) for shard in shards]
+        for docs in pool.map(_encode_shard, jobs):
             bar.update()
             yield from docs
         bar.close()
@@ -173,6 +218,7 @@ def pretokenize_corpus(
     progress: bool = True,
     *,
     limit: int | None = None,
+    speech_as_asr: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Encode every sample of ``corpus_dir/{split}-*.tar`` into ``out_dir/{split}/`` (the token
     cache) and ``out_dir/{split}.json`` (its statistics).
@@ -186,6 +232,8 @@ def pretokenize_corpus(
         progress: show a tqdm bar per split.
         limit: encode only the first ``limit`` samples of each split, in shard order and in
             this process (for measuring speed and lengths on a subset).
+        speech_as_asr: also write every spoken answer of the *train* split as an ASR document
+            (task ``speech_asr``; see the module docstring).
 
     Returns:
         ``{split: meta}``, the contents of each ``{split}.json``.
@@ -235,7 +283,8 @@ def pretokenize_corpus(
                     by_kind[kind] += n
                 yield doc.ids, doc.loss_mask, doc.features
 
-        docs = _docs(template, shards, workers=workers, limit=limit, progress=progress, desc=split)
+        docs = _docs(template, shards, workers=workers, limit=limit, progress=progress,
+                     desc=split, reuse_speech=speech_as_asr and split == "train")  # fmt: skip
         cache = write_token_cache(out / split, pairs(docs))
         seconds = time.perf_counter() - start
         tasks = sorted(set(doc_tasks))
@@ -260,6 +309,7 @@ def pretokenize_corpus(
             "seconds": round(seconds, 2),
             "docs_per_second": round(len(keys) / seconds, 2),
             "template": template.config(),
+            "speech_as_asr": bool(speech_as_asr and split == "train"),
             "tasks": tasks,
             "doc_tasks": [task_index[t] for t in doc_tasks],
             "keys": keys,

@@ -11,8 +11,9 @@ import torch
 
 from omniflex.data.shards import ShardWriter
 from omniflex.data.tasks import Sample, make_sample
+from omniflex.data.templates import TEMPLATES, template_ids
 from omniflex.model.chat import ChatFormatError, ChatTemplate
-from omniflex.model.pretokenize import pretokenize_corpus
+from omniflex.model.pretokenize import pretokenize_corpus, speech_as_asr
 from omniflex.tokenizers import load_tokenizer
 from omniflex.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
 from omniflex.train.dataset import TokenDataset
@@ -119,3 +120,26 @@ def test_video_documents_fit_the_shipped_context_with_room_to_answer():
         sample = make_sample("video_qa", "test", i)
         n = len(template.encode(sample.conversation, sample.media))
         assert n <= context - 64, (sample.key, n)
+
+
+def test_spoken_answers_become_asr_documents_in_train_only(tmp_path: Path, template: ChatTemplate):
+    spoken = [make_sample("tts", "train", 0), make_sample("spoken_qa", "train", 1)]
+    corpus, out = tmp_path / "corpus", tmp_path / "tokens"
+    _write(corpus, "train", spoken)
+    _write(corpus, "val", spoken)
+    metas = pretokenize_corpus(corpus, out, template, progress=False, splits=("train", "val"),
+                               speech_as_asr=True)  # fmt: skip
+    train, val = metas["train"], metas["val"]
+    assert train["documents"] == 4 and val["documents"] == 2  # validation is never augmented
+    assert train["speech_as_asr"] and not val["speech_as_asr"]
+    assert train["tasks"] == ["speech_asr", "spoken_qa", "tts"]
+    extra = [c for s in spoken for c in speech_as_asr(s.conversation)]
+    for conversation, sample in zip(extra, spoken, strict=True):
+        audio, instruction = conversation["messages"][0]["content"]
+        assert audio["file"] in sample.media  # the answer's own audio, heard as input
+        assert instruction["text"] in [TEMPLATES["asr"][i] for i in template_ids("asr", "train")]
+        said = next(p for m in sample.conversation["messages"] if m["role"] == "assistant"
+                    for p in m["content"] if p["type"] == "audio")  # fmt: skip
+        assert conversation["messages"][1]["content"][0]["text"] == said["transcript"]
+        encoded = template.encode(conversation, sample.media)
+        assert sum(encoded.loss_mask) > 0  # the transcript is what the model learns to write
