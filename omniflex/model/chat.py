@@ -65,7 +65,7 @@ from omniflex.media.audio import read_audio
 from omniflex.media.errors import MediaError
 from omniflex.media.image import read_image
 from omniflex.media.video import read_video
-from omniflex.model.encoders import InputFeatures, SpeechFeatures, image_patches
+from omniflex.model.encoders import PATCHES, InputFeatures, SpeechFeatures, image_patches
 from omniflex.model.vocab import VocabLayout
 from omniflex.tokenizers import special
 from omniflex.tokenizers.video import VideoTokenizer, VideoTokens
@@ -127,13 +127,10 @@ class EncodedConversation:
         """The rows of the ``<|mel|>``/``<|patch|>`` placeholders, in order (None: none)."""
         if not self.mel and not self.patches:
             return None
-        mel = np.concatenate(self.mel) if self.mel else np.zeros((0, 320), np.float32)
-        patches = np.concatenate(self.patches) if self.patches else np.zeros((0, 192), np.uint8)
-        place = np.tile(np.arange(64), len(self.patches)) if self.patches else np.zeros(0)
-        return InputFeatures(
-            torch.from_numpy(mel).float(), torch.from_numpy(patches),
-            torch.from_numpy(place.astype(np.int64)),
-        )  # fmt: skip
+        empty = InputFeatures.empty()
+        mel = torch.from_numpy(np.concatenate(self.mel)).float() if self.mel else empty.mel
+        patches = torch.from_numpy(np.concatenate(self.patches)) if self.patches else empty.patches
+        return InputFeatures(mel, patches, InputFeatures.places(len(patches)))
 
 
 @dataclass
@@ -392,13 +389,20 @@ class ChatTemplate:
         self, conversation: dict[str, Any], files: dict[str, bytes] | None = None
     ) -> EncodedConversation:
         """Conversation + its media bytes (``file`` name -> bytes) -> ids, loss mask, spans."""
+        out, last = self._encode_turns(conversation, files)
+        self._emit(out, [self._sid[special.EOS]], last)
+        return out
+
+    def _encode_turns(
+        self, conversation: dict[str, Any], files: dict[str, bytes] | None
+    ) -> tuple[EncodedConversation, int]:
+        """``<|bos|>`` and every turn; with the last turn's loss flag (what ``<|eos|>`` takes)."""
         out = EncodedConversation([], [], [])
         self._emit(out, [self._sid[special.BOS]], 0)
         last = 0
         for m in range(len(_messages(conversation))):
             last = self._encode_turn(out, conversation, files or {}, m)
-        self._emit(out, [self._sid[special.EOS]], last)
-        return out
+        return out, last
 
     def encode_prompt(
         self,
@@ -409,10 +413,7 @@ class ChatTemplate:
     ) -> EncodedConversation:
         """What to generate the next assistant turn from: ``<|bos|> turns… <|assistant|>``,
         plus ``<|voice:NAME|>`` when ``voice`` asks for a spoken answer (preset voices only)."""
-        out = EncodedConversation([], [], [])
-        self._emit(out, [self._sid[special.BOS]], 0)
-        for m in range(len(_messages(conversation))):
-            self._encode_turn(out, conversation, files or {}, m)
+        out, _ = self._encode_turns(conversation, files)
         self._emit(out, [self._sid[special.ASSISTANT]], 0)
         if voice is not None:
             try:
@@ -514,7 +515,7 @@ class ChatTemplate:
             return self._wrap(special.AUDIO, [mel] * len(rows))
         if item.kind == "image":
             out.patches.append(self._patch_rows(self._pixels(files, item.file, where)))
-            return self._wrap(special.IMAGE, [patch] * 64)
+            return self._wrap(special.IMAGE, [patch] * PATCHES)
         try:
             frames, audio, _ = read_video(self._file(files, item.file, where), fps=self.video_fps)
         except MediaError as err:
@@ -532,7 +533,7 @@ class ChatTemplate:
             t = i / self.video_fps
             ids.append(self._sid[special.time_token(t)])
             out.patches.append(self._patch_rows(frame))
-            ids.extend(self._wrap(special.IMAGE, [patch] * 64))
+            ids.extend(self._wrap(special.IMAGE, [patch] * PATCHES))
             if rows is not None:
                 lo = round(t * per_second)
                 last = i == len(frames) - 1

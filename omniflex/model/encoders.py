@@ -37,6 +37,9 @@ from omniflex.tokenizers.audio import CausalFrontend
 from omniflex.tokenizers.streaming import StreamingModule
 
 __all__ = [
+    "MEL_ROW",
+    "PATCHES",
+    "PATCH_ROW",
     "ImagePatchEncoder",
     "InputEncoders",
     "InputFeatures",
@@ -71,6 +74,12 @@ class MelConfig:
     def samples_per_position(self) -> int:
         return self.hop * self.stack
 
+
+#: The row layout every user of input features shares: a log-mel row (``n_mels * stack``
+#: values), a patch row (3 x 8 x 8 bytes), and the patches of one picture (an 8 x 8 grid).
+MEL_ROW = MelConfig().n_mels * MelConfig().stack  # 320
+PATCH_ROW = 3 * 8 * 8  # 192
+PATCHES = (64 // 8) ** 2  # 64
 
 # Log-mel of speech at 0.7 peak lies around -11 (silence) .. +3: centred and scaled to ~unit
 # range so the projection starts well conditioned; fixed, so streaming needs no statistics.
@@ -200,11 +209,16 @@ class InputFeatures:
     place: torch.Tensor  # (P,) int64 in [0, 64)
 
     @classmethod
-    def empty(cls, mel_size: int = 320, patch_size: int = 192) -> InputFeatures:
+    def empty(cls) -> InputFeatures:
         return cls(
-            torch.zeros(0, mel_size), torch.zeros(0, patch_size, dtype=torch.uint8),
+            torch.zeros(0, MEL_ROW), torch.zeros(0, PATCH_ROW, dtype=torch.uint8),
             torch.zeros(0, dtype=torch.long),
         )  # fmt: skip
+
+    @staticmethod
+    def places(patch_rows: int) -> torch.Tensor:
+        """The place of each of ``patch_rows`` rows of whole pictures, in order (0..63 each)."""
+        return torch.arange(patch_rows) % PATCHES
 
     @classmethod
     def cat(cls, parts: list[InputFeatures]) -> InputFeatures:

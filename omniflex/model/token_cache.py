@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from omniflex.model.encoders import MEL_ROW, PATCH_ROW
 from omniflex.tokenizers import special
 
 __all__ = ["CACHE_VERSION", "read_sidecar", "write_token_cache"]
@@ -112,9 +113,9 @@ def write_token_cache(
     np.save(tmp / "loss_mask.npy", np.frombuffer(mask_buf, dtype=np.uint8))
     np.save(tmp / "offsets.npy", np.frombuffer(offsets, dtype=np.int64))
     if mel_offsets[-1] or patch_offsets[-1]:
-        np.save(tmp / "mel.npy", _rows(mel_rows, (0, 320), np.float16))
+        np.save(tmp / "mel.npy", _rows(mel_rows, (0, MEL_ROW), np.float16))
         np.save(tmp / "mel_offsets.npy", np.frombuffer(mel_offsets, dtype=np.int64))
-        np.save(tmp / "patches.npy", _rows(patch_rows, (0, 192), np.uint8))
+        np.save(tmp / "patches.npy", _rows(patch_rows, (0, PATCH_ROW), np.uint8))
         np.save(tmp / "patch_offsets.npy", np.frombuffer(patch_offsets, dtype=np.int64))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     if path.exists():

@@ -443,7 +443,7 @@ def _features(blocks: Sequence[Block]) -> InputFeatures | None:
         n_patch = int((b.ids[:-1] == patch_id).sum())
         mels.append(torch.from_numpy(np.asarray(b.mel[:n_mel], dtype=np.float32)))
         patches.append(torch.from_numpy(np.array(b.patches[:n_patch], dtype=np.uint8)))
-        places.append(torch.arange(n_patch) % 64)  # pictures are whole: 64 patches each
+        places.append(InputFeatures.places(n_patch))  # a document's pictures are whole
     return InputFeatures(torch.cat(mels), torch.cat(patches), torch.cat(places))
 
 
