@@ -48,6 +48,9 @@ class TrainConfig:
         task_weights: loss weight per task (``{"asr": 4, "tts": 0.5}``; others 1): a target
             counts by its document's task. The trainer logs each task's and modality's share
             of the loss (``omniflex.train.balance``).
+        task_rates: how often each task's documents are visited per epoch (others 1; needs
+            ``packing: documents``): ``{"asr": 3, "text_to_image": 0.25}`` moves compute
+            from drawing pictures to hearing, which a loss weight cannot.
 
     Optimisation:
         batch_size: *global* sequences per optimizer step, over all ranks and micro-steps, so
@@ -66,6 +69,9 @@ class TrainConfig:
             the newest ``keep_last``.
         log_every: write a metrics record every ``log_every`` steps.
         seed: model initialisation and data order.
+        init_from: start the weights (and their Autoflex states) from another run's latest
+            checkpoint (a run folder, or one ``checkpoints/step_*``) of the same model: a
+            training *stage*. Optimizer, step and schedule start fresh; empty: random weights.
         out_dir: run folder (``metrics.jsonl``, ``tb/``, ``checkpoints/``, ``config.yaml``).
 
     Runtime:
@@ -83,6 +89,7 @@ class TrainConfig:
     seq_len: int = 256
     packing: Packing = "stream"
     task_weights: dict[str, float] = field(default_factory=dict)
+    task_rates: dict[str, float] = field(default_factory=dict)
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 3e-3
@@ -99,6 +106,7 @@ class TrainConfig:
     keep_last: int = 3
     log_every: int = 10
     seed: int = 0
+    init_from: str = ""
     out_dir: str = "runs/tiny"
     device: Device = "auto"
     parallel: Parallel = "ddp"
@@ -148,6 +156,10 @@ class TrainConfig:
             )
         if not self.train_data:
             raise ValueError("TrainConfig.train_data is empty; give the training token cache")
+        if self.task_rates and self.packing != "documents":
+            raise ValueError(
+                "TrainConfig.task_rates resample whole documents; set packing: documents"
+            )
 
     # ------------------------------------------------------------------ derived
     def micro_batch_size(self, world_size: int) -> int:

@@ -141,6 +141,11 @@ class TokenDataset:
         task_weights: loss weight per task name (others 1.0); needs the cache's sidecar
             ``<path>.json`` (``omniflex data tokenize`` writes it), which names each
             document's task. Blocks then carry each token's task, for weights and logging.
+        task_rates: how often each task's documents are visited per epoch (others 1.0;
+            ``"documents"`` packing, shuffled data only). ``3`` packs each document three
+            times an epoch, ``0.25`` a seeded quarter of them (a different quarter each
+            epoch), ``0`` none: the rate moves compute, where a loss weight only scales the
+            gradient of what is computed anyway. Needs the sidecar, like ``task_weights``.
     """
 
     def __init__(
@@ -152,6 +157,7 @@ class TokenDataset:
         shuffle: bool = True,
         packing: Packing = "stream",
         task_weights: dict[str, float] | None = None,
+        task_rates: dict[str, float] | None = None,
     ):
         self.path = Path(path)
         meta_path = self.path / "meta.json"
@@ -206,31 +212,38 @@ class TokenDataset:
         self._rows: list[np.ndarray] = []
         self.sidecar = read_sidecar(self.path)
         self.tasks, self.doc_tasks = _tasks_of(self.sidecar, self.path, self.num_documents)
-        self.task_weights = self._weights(task_weights or {})
+        self.task_weights = self._weights(task_weights or {}, "task_weights")
+        self.task_rates = self._weights(task_rates or {}, "task_rates")
+        if self.task_rates is not None and (packing != "documents" or not shuffle):
+            raise ValueError(
+                f"task_rates resample whole documents of a shuffled training stream; token cache "
+                f"{self.path} is read with packing={packing!r}, shuffle={shuffle}: use "
+                "packing='documents' for training data, and no rates for validation"
+            )
         self.epoch = 0
         self.position = 0  # blocks consumed in the current epoch
         self._order_epoch = -1
         self._order: np.ndarray | None = None
         self._start = 0
 
-    def _weights(self, weights: dict[str, float]) -> np.ndarray | None:
-        """Per task index, the loss weight (None: every target weighs 1)."""
+    def _weights(self, weights: dict[str, float], name: str) -> np.ndarray | None:
+        """Per task index, the loss weight or visiting rate (None: 1 for every task)."""
         if not weights:
             return None
         if not self.tasks:
             raise ValueError(
-                f"task_weights need each document's task, but token cache {self.path} has no "
+                f"{name} need each document's task, but token cache {self.path} has no "
                 f"sidecar {self.path}.json naming them; rebuild it with `omniflex data tokenize`"
             )
         unknown = sorted(set(weights) - set(self.tasks))
         if unknown:
             raise ValueError(
-                f"task_weights name tasks {unknown} that token cache {self.path} does not hold; "
+                f"{name} name tasks {unknown} that token cache {self.path} does not hold; "
                 f"its tasks: {', '.join(self.tasks)}"
             )
         bad = {k: w for k, w in weights.items() if not (np.isfinite(w) and w >= 0)}
         if bad:
-            raise ValueError(f"task_weights must be finite and >= 0, got {bad}")
+            raise ValueError(f"{name} must be finite and >= 0, got {bad}")
         return np.array([float(weights.get(t, 1.0)) for t in self.tasks], dtype=np.float32)
 
     # ----------------------------------------------------------------- layout
@@ -262,7 +275,7 @@ class TokenDataset:
     def _pack_rows(self, epoch: int) -> list[np.ndarray]:
         """Whole documents packed into rows of ``seq_len + 1`` tokens, first fit among the last
         ``ROW_WINDOW`` open rows, in a seeded document order; each row an array of documents."""
-        docs = self._whole
+        docs = self._epoch_documents(epoch)
         if self.shuffle:
             docs = np.random.default_rng([self.seed, epoch, 2]).permutation(docs)
         lengths = np.diff(self.offsets)
@@ -282,6 +295,23 @@ class TokenDataset:
                 room.append(capacity - n)
                 first_open = max(first_open, len(rows) - ROW_WINDOW)
         return [np.asarray(r, dtype=np.int64) for r in rows]
+
+    def _epoch_documents(self, epoch: int) -> np.ndarray:
+        """The whole documents ``epoch`` visits: each once, or as often as its task's rate says
+        (``floor(rate)`` times, plus once more with probability ``rate - floor(rate)``)."""
+        docs = self._whole
+        if self.task_rates is None:
+            return docs
+        rates = self.task_rates[self.doc_tasks[docs]].astype(np.float64)
+        whole = np.floor(rates)
+        extra = np.random.default_rng([self.seed, epoch, 3]).random(len(docs)) < rates - whole
+        copies = (whole + extra).astype(np.int64)
+        if not copies.any():
+            raise ValueError(
+                f"task_rates leave no document of token cache {self.path} to train on; "
+                "give some task a rate above 0"
+            )
+        return np.repeat(docs, copies)
 
     def __len__(self) -> int:
         """Blocks in the first epoch (later epochs may hold one fewer)."""

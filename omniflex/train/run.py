@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from omniflex.train.checkpoint import load_model_state
 from omniflex.train.config import TrainConfig
 from omniflex.train.dataset import TokenDataset
 from omniflex.train.distributed import DistContext, init_distributed, shutdown_distributed
@@ -26,6 +27,7 @@ __all__ = [
     "build_omni_model",
     "cache_template",
     "cache_vocab_layout",
+    "init_weights",
     "run_training",
     "train_main",
 ]
@@ -112,7 +114,7 @@ def run_training(
             torch.set_num_threads(config.threads)
         train_data = TokenDataset(
             config.train_data, config.seq_len, seed=config.seed, packing=config.packing,
-            task_weights=config.task_weights,
+            task_weights=config.task_weights, task_rates=config.task_rates,
         )  # fmt: skip
         val_data = (
             TokenDataset(config.val_data, config.seq_len, shuffle=False, packing=config.packing)
@@ -124,6 +126,8 @@ def run_training(
         torch.manual_seed(config.seed)
         model = build_model(config)
         _check_vocab(model, train_data, val_data)
+        if config.init_from and not resume:  # a resumed stage has its own checkpoints
+            init_weights(model, config.init_from)
         trainer = Trainer(
             config, model, train_data=train_data, val_data=val_data, ctx=ctx, resume=resume
         )
@@ -139,6 +143,29 @@ def train_main(recipe: str, overrides: list[str] | None = None, resume: bool = F
     config = load_recipe(recipe, overrides or [])
     result = run_training(config, resume=resume)
     return result.out_dir or Path(config.out_dir)
+
+
+def init_weights(model: nn.Module, source: str | Path) -> None:
+    """Load the weights and Autoflex states of ``source`` (a run folder or one checkpoint)
+    into ``model``, which must have the same configuration: the start of a training stage."""
+    try:
+        state, saved_config = load_model_state(source)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"init_from={str(source)!r}: no checkpoint there ({err}); give a run folder with "
+            "checkpoints/ or one checkpoints/step_* folder"
+        ) from None
+    config = getattr(model, "config", None)
+    if saved_config is not None and hasattr(config, "to_dict") and saved_config != config.to_dict():
+        mine = config.to_dict()
+        diffs = {
+            k: (saved_config.get(k), mine.get(k)) for k in mine if saved_config.get(k) != mine[k]
+        }
+        raise ValueError(
+            f"init_from={str(source)!r} holds a different model (checkpoint vs this recipe: "
+            f"{diffs}); start the stage with the model and precision its source trained"
+        )
+    model.load_state_dict(state)
 
 
 def _check_vocab(model: nn.Module, *datasets: TokenDataset | None) -> None:

@@ -182,3 +182,38 @@ def test_task_weights_need_known_tasks(tmp_path):
     write_token_cache(tmp_path / "bare", docs())
     with pytest.raises(ValueError, match="no sidecar"):
         TokenDataset(tmp_path / "bare", seq_len=4, task_weights={"asr": 2.0})
+
+
+def test_task_rates_move_compute_between_tasks(tmp_path):
+    docs = _many_docs()
+    write_token_cache(tmp_path / "c", docs)
+    doc_tasks = [d % 2 for d in range(len(docs))]  # even documents: asr, odd: tts
+    (tmp_path / "c.json").write_text(json.dumps({"tasks": ["asr", "tts"], "doc_tasks": doc_tasks}))
+
+    def visits(epoch, **kw):
+        data = TokenDataset(tmp_path / "c", seq_len=32, seed=4, packing="documents", **kw)
+        ids = np.concatenate(
+            [b.ids for b in (data.block(epoch, i) for i in range(data.blocks_in_epoch(epoch)))]
+        )
+        firsts = ids[np.flatnonzero(ids >= 1000)]
+        return {
+            int(d): int(n)
+            for d, n in zip(*np.unique(firsts - 1000, return_counts=True), strict=True)
+        }
+
+    plain = visits(0)
+    rated = visits(0, task_rates={"asr": 3.0, "tts": 0.5})
+    per_doc = {d: n // plain[d] for d, n in rated.items()}
+    assert all(per_doc[d] == 3 for d in per_doc if d % 2 == 0)  # every asr document, 3 times
+    assert {per_doc.get(d, 0) for d in plain if d % 2} <= {0, 1}
+    tts = [d for d in plain if d % 2]
+    kept = sum(d in rated for d in tts)
+    assert 0 < kept < len(tts)  # a seeded part of the tts documents, not all, not none
+    other = visits(1, task_rates={"asr": 3.0, "tts": 0.5})
+    assert {d for d in other if d % 2} != {d for d in rated if d % 2}  # a new part each epoch
+    assert visits(0, task_rates={"asr": 3.0, "tts": 0.5}) == rated  # seeded
+    with pytest.raises(ValueError, match="packing='documents'"):
+        TokenDataset(tmp_path / "c", seq_len=32, task_rates={"asr": 2.0})
+    with pytest.raises(ValueError, match="no document"):
+        TokenDataset(tmp_path / "c", seq_len=32, packing="documents",
+                     task_rates={"asr": 0.0, "tts": 0.0}).next_blocks(1)  # fmt: skip

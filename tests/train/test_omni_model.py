@@ -91,3 +91,28 @@ def test_task_weights_and_the_loss_balance_in_the_log(recipe, tmp_path):
         assert r["token_share/task/asr"] > r["token_share/task/tts"]  # weighted 4 to 1
         shares = [r[f"loss_share/modality/{k}"] for k in ("special", "text", "image", "audio")]
         assert sum(shares) == pytest.approx(1.0)
+
+
+def test_a_stage_starts_from_another_runs_weights(recipe, tmp_path):
+    torch = pytest.importorskip("torch")
+    from omniflex.train.checkpoint import load_model_state
+    from omniflex.train.run import build_omni_model, init_weights
+
+    first = run_training(load_recipe(recipe, ["precision=flex16+5", "steps=2"]))
+    stage = load_recipe(recipe, [f"init_from={first.out_dir}", f"out_dir={tmp_path / 'stage'}",
+                                 "precision=flex16+5", "steps=1", "task_rates={asr: 2}",
+                                 "packing=documents"])  # fmt: skip
+    model = build_omni_model(stage)
+    init_weights(model, stage.init_from)
+    saved, _ = load_model_state(first.out_dir)
+    mine = model.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in saved.items() if isinstance(v, torch.Tensor))
+    fresh = build_omni_model(stage)
+    assert not all(torch.equal(fresh.state_dict()[k], v) for k, v in mine.items()
+                   if isinstance(v, torch.Tensor))  # fmt: skip
+    result = run_training(stage)  # its own step 1, from the first run's weights
+    assert result.step == 1 and set(result.losses) == {1}
+    with pytest.raises(ValueError, match="different model"):
+        init_weights(build_omni_model(stage.replace(precision="float32")), first.out_dir)
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        init_weights(model, tmp_path / "nowhere")
