@@ -11,9 +11,12 @@ import io
 import json
 import tarfile
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from omniflex.common.files import atomic_path
 
 __all__ = ["CorruptShardError", "ShardSample", "ShardWriter", "read_shard", "referenced_files"]
 
@@ -53,8 +56,11 @@ class ShardWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_suffix(".tar.partial")
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        # The tar is written under a temporary name; close() renames it into place, so a shard
+        # appears whole or not at all.
+        self._file = ExitStack()
+        tmp = self._file.enter_context(atomic_path(self.path))
+        self._tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
         self.count = 0
 
     def write(self, key: str, conversation: dict[str, Any], files: dict[str, bytes]) -> None:
@@ -72,7 +78,7 @@ class ShardWriter:
 
     def close(self) -> Path:
         self._tar.close()
-        self._tmp.replace(self.path)  # a shard appears whole or not at all
+        self._file.close()
         return self.path
 
     def __enter__(self) -> ShardWriter:
@@ -83,7 +89,7 @@ class ShardWriter:
             self.close()
         else:
             self._tar.close()
-            self._tmp.unlink(missing_ok=True)
+            self._file.__exit__(exc_type, *rest)  # removes the temporary file
 
 
 def referenced_files(conversation: dict[str, Any]) -> set[str]:

@@ -20,10 +20,6 @@ accuracy on originals would not be trustworthy.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,11 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from omniflex.common.folder import load_folder, save_folder
+from omniflex.common.schedule import cosine_decay
 from omniflex.data.scenes import (
     COLS,
     ROWS,
@@ -47,7 +44,6 @@ from omniflex.data.scenes import (
     sample_scene,
 )
 from omniflex.flex.serialize import pack_state_dict, unpack_state_dict
-from omniflex.tokenizers.base import write_json_atomic
 from omniflex.tokenizers.image_train import held_out_scenes
 
 __all__ = [
@@ -61,8 +57,6 @@ __all__ = [
 ]
 
 JUDGE_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "scene_judge"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 IMAGE_SIZE = 64
 CellLabel = tuple[str, str] | None  # (kind, colour), or None for an empty cell
 
@@ -191,33 +185,26 @@ class SceneJudge(nn.Module):
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and flex16 ``model.safetensors`` into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.")
-        os.close(fd)
-        save_file(pack_state_dict(state), tmp, metadata={"format": "flex16+5"})
-        os.replace(tmp, directory / WEIGHTS_FILE)
-        write_json_atomic(
-            directory / CONFIG_FILE,
+        return save_folder(
+            directory,
             {"config": dataclasses.asdict(self.config), "metadata": self.metadata},
+            pack_state_dict(state),
+            metadata={"format": "flex16+5"},
         )
-        return directory
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> SceneJudge:
         """Read a judge folder; by default the shipped one (``omniflex/assets/scene_judge``)."""
         directory = Path(directory) if directory is not None else JUDGE_ASSETS
-        config_path, weights = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        if not config_path.is_file() or not weights.is_file():
-            raise FileNotFoundError(
-                f"{directory} is not a scene judge folder (needs {CONFIG_FILE} and "
-                f"{WEIGHTS_FILE}); train one with omniflex.eval.scene_judge.train_scene_judge"
-            )
-        data = json.loads(config_path.read_text())
+        data, tensors = load_folder(
+            directory,
+            what="a scene judge",
+            fix="train one with omniflex.eval.scene_judge.train_scene_judge",
+        )
         judge = cls(SceneJudgeConfig(**data["config"]))
         judge.metadata = data.get("metadata", {})
-        judge.load_state_dict(unpack_state_dict(load_file(str(weights))))
+        judge.load_state_dict(unpack_state_dict(tensors))
         return judge.eval()
 
 
@@ -353,7 +340,7 @@ def train_scene_judge(
             frac = step / steps
             for group in opt.param_groups:
                 warm = min(1.0, (step + 1) / 100)
-                group["lr"] = lr * warm * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
+                group["lr"] = lr * warm * cosine_decay(frac, end=0.01)
             idx = torch.randint(0, len(x_all), (batch_size,), generator=gen)
             x, kinds, colours = _augment(
                 x_all[idx].float() / 255, kinds_all[idx], colours_all[idx], gen

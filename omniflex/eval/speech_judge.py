@@ -58,19 +58,19 @@ from typing import Any
 import jiwer
 import numpy as np
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as save_safetensors
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from omniflex.common.files import atomic_path
+from omniflex.common.folder import load_folder, save_folder
 from omniflex.data.grammar import covering_sentences, grammar_words, sample_sentence, written
 from omniflex.data.speech import EspeakMissingError, augment, synthesize
 from omniflex.data.tasks import make_sample, number_words
 from omniflex.data.voices import INPUT_VOICES, PRESET_VOICES, TEST_VOICES, VAL_VOICES, Voice, voice
-from omniflex.media import resample, write_atomic
+from omniflex.media import resample
 from omniflex.media.audio import SAMPLE_RATE
-from omniflex.tokenizers.base import load_tokenizer, write_json_atomic
+from omniflex.tokenizers.base import load_tokenizer
 from omniflex.train.schedule import CosineSchedule
 
 __all__ = [
@@ -84,8 +84,6 @@ __all__ = [
 ]
 
 SPEECH_JUDGE_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "speech_judge"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 ALPHABET = " abcdefghijklmnopqrstuvwxyz'"  # CTC class i + 1 is ALPHABET[i]; class 0 is the blank
 _CHAR_ID = {c: i + 1 for i, c in enumerate(ALPHABET)}
 RETRAIN = (
@@ -364,33 +362,28 @@ class SpeechJudge(nn.Module):
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` (config, vocabulary, metadata) and float32 weights."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        write_atomic(directory / WEIGHTS_FILE, save_safetensors(state), kind="weights")
-        write_json_atomic(
-            directory / CONFIG_FILE,
+        return save_folder(
+            directory,
             {
                 "config": dataclasses.asdict(self.config),
                 "vocabulary": list(self.vocabulary),
                 "pronunciations": self.pronunciations,
                 "metadata": self.metadata,
             },
+            state,
         )
-        return directory
 
     @classmethod
     def load(cls, directory: str | Path = SPEECH_JUDGE_ASSETS) -> SpeechJudge:
         """Read a judge folder; by default the shipped one (``omniflex/assets/speech_judge``)."""
         directory = Path(directory)
-        config_path, weights = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        if not config_path.is_file() or not weights.is_file():
-            raise FileNotFoundError(
-                f"{directory} is not a speech judge folder (needs {CONFIG_FILE} and "
-                f"{WEIGHTS_FILE}); train one (about 35 minutes on 2 CPU cores) with "
-                f"{RETRAIN.replace('omniflex/assets/speech_judge', str(directory))}"
-            )
-        data = json.loads(config_path.read_text())
+        data, tensors = load_folder(
+            directory,
+            what="a speech judge",
+            fix="train one (about 35 minutes on 2 CPU cores) with "
+            f"{RETRAIN.replace('omniflex/assets/speech_judge', str(directory))}",
+        )
         # judges saved before time_reduction was a setting halved time twice (x4)
         config = {"time_reduction": 4, **data["config"]}
         judge = cls(
@@ -398,7 +391,7 @@ class SpeechJudge(nn.Module):
             data.get("pronunciations"),
         )  # fmt: skip
         judge.metadata = data.get("metadata", {})
-        judge.load_state_dict(load_file(str(weights)))
+        judge.load_state_dict(tensors)
         return judge.eval()
 
 
@@ -699,9 +692,8 @@ def _cached_mels(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [len(m) for m in mels])
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, mels=np.concatenate(mels), offsets=offsets)
-        tmp.replace(path)
+        with atomic_path(path) as tmp, open(tmp, "xb") as f:
+            np.savez_compressed(f, mels=np.concatenate(mels), offsets=offsets)
     return mels
 
 

@@ -6,8 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from omniflex.common.configs import config_from_dict, dump_yaml, load_yaml
 from omniflex.flex.autoflex import AutoflexConfig
 from omniflex.flex.format import FlexFormat
 from omniflex.flex.kernels import KernelName
@@ -74,22 +73,13 @@ class FlexConfig:
         return data
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        """The config as YAML text; also written to ``path`` when given."""
+        return dump_yaml(self.to_dict(), path)
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> FlexConfig:
         """Load from a YAML file path or a YAML string."""
-        text = Path(source).read_text() if Path(str(source)).suffix in {".yaml", ".yml"} else source
-        data = yaml.safe_load(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"flex config YAML must be a mapping, got {type(data).__name__}")
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown FlexConfig fields in YAML: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, load_yaml(source), source="flex config YAML")
 
 
 RECIPES: dict[str, FlexConfig] = {

@@ -7,9 +7,9 @@ data, so a missing, empty or oversized file fails fast with a message that names
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
+from omniflex.common.files import write_atomic as common_write_atomic
 from omniflex.media.errors import MediaError
 
 __all__: list[str] = []  # private helpers for the media readers and writers
@@ -83,7 +83,8 @@ def suffix_of(path: str | os.PathLike[str]) -> str:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, kind: str) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and a rename.
+    """Write ``data`` to ``path`` atomically (``omniflex.common.write_atomic``), with errors
+    as ``MediaError`` naming the ``kind`` of file.
 
     A crash or a full disk leaves either the old file or the new one, never half of one.
     """
@@ -92,14 +93,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, kind: str) -> Pat
         raise MediaError(
             f"cannot write {kind} file {path}: folder {path.parent} does not exist; create it first"
         )
-    # A unique name beside the target (same file system, so the rename is atomic); opened with
-    # "x" rather than mkstemp so the file gets the usual umask permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        common_write_atomic(path, data)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise MediaError(f"cannot write {kind} file {path}: {err.strerror or err}") from None
     return path

@@ -8,12 +8,11 @@ config (and the checkpoint that carries it) says which ids mean what. YAML round
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from omniflex.common.configs import check_fields, dump_yaml, load_yaml
 from omniflex.model.vocab import VocabLayout
 
 __all__ = ["MODEL_SIZES", "PRECISIONS", "ModelConfig"]
@@ -128,9 +127,7 @@ class ModelConfig:
         """A named size (see ``MODEL_SIZES``) over ``vocab``, optionally with fields replaced."""
         if name not in MODEL_SIZES:
             raise ValueError(f"unknown model size {name!r}; choose one of {sorted(MODEL_SIZES)}")
-        unknown = set(overrides) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields in overrides: {sorted(unknown)}")
+        check_fields(cls, overrides, source=f"overrides of model size {name!r}")
         return cls(vocab=vocab, **{**MODEL_SIZES[name], **overrides})
 
     def replace(self, **changes: Any) -> ModelConfig:
@@ -145,31 +142,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        if not isinstance(data, dict):
-            raise ValueError(f"model config must be a mapping, got {type(data).__name__}")
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(
-                f"unknown ModelConfig fields {sorted(unknown)}; known: "
-                f"{[f.name for f in fields(cls)]}"
-            )
+        """Build from a mapping (``to_dict``'s); unknown keys raise and list the valid ones."""
+        check_fields(cls, data, source="model config")
         if "vocab" not in data:
             raise ValueError("model config has no 'vocab' (the VocabLayout of its tokenizers)")
         return cls(**data)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The config as YAML text; also written to ``path`` when given."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_yaml(self.to_dict(), path)
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> ModelConfig:
         """Load from a ``.yaml``/``.yml`` file path or from YAML text."""
-        is_path = isinstance(source, Path) or Path(str(source)).suffix in {".yaml", ".yml"}
-        text = Path(source).read_text() if is_path else str(source)
-        return cls.from_dict(yaml.safe_load(text))
+        return cls.from_dict(load_yaml(source))
 
 
 #: Named sizes. ``tiny`` (~5M block parameters plus the embedding) trains on a 2-core CPU.

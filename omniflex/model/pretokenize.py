@@ -29,10 +29,7 @@ renamed into place whole; ``{split}.json`` is written after it (temporary file +
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -44,6 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from omniflex.common.files import write_json
 from omniflex.data.shards import read_shard
 from omniflex.data.templates import TEMPLATES, template_ids
 from omniflex.model.chat import ChatFormatError, ChatTemplate
@@ -200,15 +198,6 @@ def _length_stats(lengths: Iterable[int]) -> dict[str, float | int]:
     }
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def pretokenize_corpus(
     corpus_dir: str | Path,
     out_dir: str | Path,
@@ -314,6 +303,6 @@ def pretokenize_corpus(
             "doc_tasks": [task_index[t] for t in doc_tasks],
             "keys": keys,
         }
-        _write_json_atomic(out / f"{split}.json", meta)
+        write_json(out / f"{split}.json", meta)
         results[split] = meta
     return results

@@ -15,17 +15,17 @@ Shipped models live in ``omniflex/assets/models/NAME`` (the default is ``tiny``)
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
+from omniflex.common.files import read_json
+from omniflex.common.folder import CONFIG_FILE, WEIGHTS_FILE, save_folder
 from omniflex.flex import set_flex_frozen
-from omniflex.media import write_atomic
 from omniflex.model.config import ModelConfig
 from omniflex.model.transformer import OmniModel
 
@@ -44,6 +44,7 @@ FORMAT_VERSION = 1
 DEFAULT_MODEL = "tiny"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 _MANTISSA, _EXPONENT = "_mantissa", "_exponent"
+AUTOFLEX_FILE = "autoflex.json"
 
 
 class PretrainedInfo(dict):
@@ -66,17 +67,17 @@ def available_models() -> list[str]:
     """Names of the shipped models (folders of ``omniflex/assets/models`` with a config)."""
     if not MODELS_DIR.is_dir():
         return []
-    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file())
+    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / CONFIG_FILE).is_file())
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
     """A shipped model's name, or a folder holding ``config.json`` + ``model.safetensors``."""
     text = str(name_or_path)
     shipped = MODELS_DIR / text
-    if os.sep not in text and (shipped / "config.json").is_file():
+    if os.sep not in text and (shipped / CONFIG_FILE).is_file():
         return shipped
     path = Path(text)
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+    if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
         return path
     names = ", ".join(available_models()) or "none shipped"
     raise FileNotFoundError(
@@ -95,14 +96,10 @@ def save_pretrained(
     template: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a model folder (each file through a temporary file + rename)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write a model folder (``omniflex.common.save_folder``: each file atomically, config last)."""
     # Tied weights share storage, which safetensors refuses: every tensor is saved as its own copy.
     tensors = {k: v.detach().cpu().clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
     extra = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
-    write_atomic(out / "model.safetensors", save(tensors), kind="model weights")
-    _write_json(out / "autoflex.json", extra)
     config = {
         "format": FORMAT_VERSION,
         "name": name,
@@ -110,18 +107,15 @@ def save_pretrained(
         "template": template or {},
         "training": training or {},
     }
-    _write_json(out / "config.json", config)
-    return out
-
-
-def _write_json(path: Path, value: Any) -> None:
-    write_atomic(path, (json.dumps(value, indent=1) + "\n").encode(), kind="model config")
+    return save_folder(
+        out_dir, config, tensors, extra={AUTOFLEX_FILE: extra}, indent=1, sort_keys=False
+    )
 
 
 def read_info(name_or_path: str | os.PathLike[str]) -> PretrainedInfo:
     """The ``config.json`` of a model folder, checked."""
     folder = resolve_model_dir(name_or_path)
-    info = json.loads((folder / "config.json").read_text())
+    info = read_json(folder / CONFIG_FILE)
     if info.get("format") != FORMAT_VERSION:
         raise ValueError(
             f"{folder}/config.json has format {info.get('format')!r}; this omniflex reads "
@@ -162,10 +156,10 @@ def load_pretrained(
     """
     info = read_info(name_or_path)
     config = info.model_config
-    state: dict[str, Any] = dict(load_file(str(info.path / "model.safetensors")))
-    extra = info.path / "autoflex.json"
+    state: dict[str, Any] = dict(load_file(str(info.path / WEIGHTS_FILE)))
+    extra = info.path / AUTOFLEX_FILE
     if extra.is_file():
-        state.update(json.loads(extra.read_text()))
+        state.update(read_json(extra))
     trained_flex = any(k.endswith(_MANTISSA) for k in state)
     if precision is not None and precision != config.precision:
         if precision != "float32":

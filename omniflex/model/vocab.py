@@ -121,10 +121,6 @@ class VocabLayout:
             raise ValueError("audio ids out of their codebook ranges (frame-major order expected)")
         return codes.contiguous()
 
-    def audio_codebook_at(self, position: int) -> int:
-        """Codebook of the ``position``-th audio token of a span (frame-major)."""
-        return position % self.audio_codebooks
-
     def allowed(self, kind: Kind, codebook: int = 0, *extra: str) -> torch.Tensor:
         """Boolean mask ``(size,)`` of the ids a decoding state may emit: a range, plus the
         special tokens named in ``extra`` (e.g. the span's close marker)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from omniflex.media import write_atomic
+from omniflex.common.files import write_atomic
 from omniflex.safety.policy import MODEL_FILE, SHIPPED, normalise
 
 __all__ = ["SEED_BENIGN", "SEED_DISALLOWED", "labelled_requests", "train_moderation"]
@@ -148,5 +148,5 @@ def train_moderation(
     path = Path(out) / MODEL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(weights, separators=(",", ":"), sort_keys=True) + "\n"
-    write_atomic(path, text.encode(), kind="JSON")
+    write_atomic(path, text.encode())
     return {"out": str(path), "threshold": weights["threshold"], **weights["metadata"]}

@@ -32,17 +32,15 @@ millisecond on one CPU thread (``evaluate_safety_classifiers`` measures it).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from omniflex.common.folder import CONFIG_FILE, load_folder, save_folder
 from omniflex.safety.voice_features import (
     FRAME_DIM,
     HOP,
@@ -67,8 +65,6 @@ __all__ = [
 ]
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "safety" / "voice_classifier"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 KIND = "voice_classifier"
 
 
@@ -123,35 +119,25 @@ class VoiceClassifier(nn.Module):
 
 def save_voice_classifier(model: VoiceClassifier, directory: str | Path) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (float32) into ``directory``."""
-    from omniflex.media import write_atomic
-    from omniflex.tokenizers.base import write_json_atomic
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    write_atomic(directory / WEIGHTS_FILE, save_safetensors(state), kind="weights")
-    write_json_atomic(
-        directory / CONFIG_FILE,
-        {"kind": KIND, "config": model.config_dict(), "metadata": model.metadata},
+    return save_folder(
+        directory, {"kind": KIND, "config": model.config_dict(), "metadata": model.metadata}, state
     )
-    return directory
 
 
 def load_voice_classifier(directory: str | Path = SHIPPED) -> VoiceClassifier:
     """Read a folder written by ``save_voice_classifier`` (default: the shipped one)."""
     directory = Path(directory)
-    config_path, weights = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if not config_path.is_file() or not weights.is_file():
-        raise FileNotFoundError(
-            f"{directory} is not a voice classifier folder (needs {CONFIG_FILE} and "
-            f"{WEIGHTS_FILE}); train one: `omniflex safety train-voice --out {directory}`"
-        )
-    data = json.loads(config_path.read_text())
+    data, tensors = load_folder(
+        directory,
+        what="a voice classifier",
+        fix=f"train one: `omniflex safety train-voice --out {directory}`",
+    )
     if data.get("kind") != KIND:
-        raise ValueError(f"{config_path} holds a {data.get('kind')!r}, not a {KIND!r}")
+        raise ValueError(f"{directory / CONFIG_FILE} holds a {data.get('kind')!r}, not a {KIND!r}")
     cfg = data["config"]
     model = VoiceClassifier(tuple(cfg["voices"]), cfg["hidden"], cfg["threshold"], cfg["patience"])
-    model.load_state_dict(load_file(str(weights)))
+    model.load_state_dict(tensors)
     model.metadata = data.get("metadata", {})
     return model.eval()
 

@@ -9,7 +9,6 @@ the omni model).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from omniflex.common.schedule import warmup_cosine
 from omniflex.media.audio import read_audio
 from omniflex.tokenizers.audio import AudioCodec, AudioCodecConfig
 
@@ -131,10 +131,8 @@ def _batches(
 
 
 def _lr_at(step: int, cfg: AudioTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+    """Linear warm-up, then cosine decay to 5% of ``lr``."""
+    return warmup_cosine(step, lr=cfg.lr, warmup=cfg.warmup_steps, steps=cfg.steps, min_ratio=0.05)
 
 
 def _loss(codec: AudioCodec, audio: torch.Tensor, cfg: AudioTrainConfig) -> torch.Tensor:

@@ -17,19 +17,24 @@ shipped inside the package, under ``omniflex/assets/tokenizers/``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from omniflex.common.configs import check_fields
+from omniflex.common.files import write_json
+from omniflex.common.folder import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_folder,
+    read_folder_config,
+    save_folder,
+)
 from omniflex.flex.serialize import pack_state_dict, unpack_state_dict
-from omniflex.media import write_atomic
 
 __all__ = [
     "ASSETS",
@@ -38,12 +43,9 @@ __all__ = [
     "TokenizerError",
     "load_tokenizer",
     "register_tokenizer",
-    "write_json_atomic",
 ]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "tokenizers"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 _KINDS: dict[str, type[Tokenizer]] = {}
 
@@ -61,13 +63,6 @@ def register_tokenizer(kind: str) -> Callable[[type[Tokenizer]], type[Tokenizer]
         return cls
 
     return wrap
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    write_atomic(path, text.encode(), kind="JSON")
 
 
 class Tokenizer(ABC):
@@ -112,11 +107,12 @@ class Tokenizer(ABC):
     def load(cls, directory: str | Path) -> Tokenizer:
         """Read a folder written by ``save``."""
 
+    def _config_json(self) -> dict[str, Any]:
+        """What ``config.json`` holds: kind, config and metadata."""
+        return {"kind": self.kind, "config": self.config_dict(), "metadata": self.metadata}
+
     def _write_config(self, directory: Path) -> None:
-        write_json_atomic(
-            directory / CONFIG_FILE,
-            {"kind": self.kind, "config": self.config_dict(), "metadata": self.metadata},
-        )
+        write_json(directory / CONFIG_FILE, self._config_json(), sort_keys=True)
 
 
 class NeuralTokenizer(nn.Module, Tokenizer):
@@ -133,32 +129,32 @@ class NeuralTokenizer(nn.Module, Tokenizer):
         return dataclasses.asdict(self.config)
 
     def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in _float_state_dict(self).items()}
-        packed = save_safetensors(pack_state_dict(state), metadata={"format": "flex16+5"})
-        write_atomic(directory / WEIGHTS_FILE, packed, kind="weights")
-        self._write_config(directory)
-        return directory
+        return save_folder(
+            directory,
+            self._config_json(),
+            pack_state_dict(state),
+            metadata={"format": "flex16+5"},
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> NeuralTokenizer:
         directory = Path(directory)
         config_json = _read_config(directory, cls.kind)
-        weights = directory / WEIGHTS_FILE
-        if not weights.is_file():
-            raise TokenizerError(
-                f"tokenizer folder {directory} has no {WEIGHTS_FILE}; "
-                f"retrain it with `omniflex tokenizer train {cls.kind} --out {directory}`"
-            )
+        _, tensors = load_folder(
+            directory,
+            what=f"a complete {cls.kind} tokenizer",
+            fix=f"retrain it with `omniflex tokenizer train {cls.kind} --out {directory}`",
+            error=TokenizerError,
+        )
         config = _config_from_dict(cls.config_cls, config_json["config"], directory)
         tok = cls(config)
         tok.metadata = config_json.get("metadata", {})
-        state = unpack_state_dict(load_file(str(weights)))
+        state = unpack_state_dict(tensors)
         missing, unexpected = tok.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise TokenizerError(
-                f"{weights} does not match its config: missing {missing[:5]}, "
+                f"{directory / WEIGHTS_FILE} does not match its config: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]}"
             )
         return tok.eval()
@@ -182,24 +178,28 @@ def _float_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _read_config(directory: Path, kind: str | None) -> dict[str, Any]:
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        hint = f"; train one: `omniflex tokenizer train {kind} --out {directory}`" if kind else ""
-        raise TokenizerError(f"{directory} is not a tokenizer folder (no {CONFIG_FILE}){hint}")
+    """``config.json`` of a tokenizer folder, of ``kind`` when given; every problem is a
+    ``TokenizerError``."""
+    fix = (
+        f"train one: `omniflex tokenizer train {kind} --out {directory}`"
+        if kind
+        else "pass a folder a tokenizer's save() wrote, or a shipped tokenizer's name"
+    )
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise TokenizerError(f"{path} is not valid JSON: {err}") from None
+        data = read_folder_config(
+            directory, what="a tokenizer", fix=fix, weights=False, error=TokenizerError
+        )
+    except TokenizerError:
+        raise
+    except ValueError as err:  # config.json is not JSON
+        raise TokenizerError(str(err)) from None
     if kind is not None and data.get("kind") != kind:
         raise TokenizerError(f"{directory} holds a {data.get('kind')!r} tokenizer, not {kind!r}")
     return data
 
 
 def _config_from_dict(config_cls: type, raw: dict[str, Any], directory: Path) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = set(raw) - set(fields)
-    if unknown:
-        raise TokenizerError(f"{directory}/{CONFIG_FILE}: unknown config fields {sorted(unknown)}")
+    check_fields(config_cls, raw, source=f"{directory / CONFIG_FILE}", error=TokenizerError)
     # JSON turns tuples into lists; frozen configs hold tuples.
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     return config_cls(**values)

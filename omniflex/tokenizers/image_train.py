@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from omniflex.common.schedule import warmup_cosine
 from omniflex.data.scenes import Scene, render_scene, sample_scene
 from omniflex.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
 
@@ -117,10 +118,7 @@ def _edge_l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     """Linear warmup, then cosine decay to 2% of ``lr``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, steps - warmup)
-    return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+    return warmup_cosine(step, lr=lr, warmup=warmup, steps=steps, min_ratio=0.02)
 
 
 def _evaluate(tok: ImageTokenizer, n_scenes: int, n_digits: int) -> dict[str, float]:

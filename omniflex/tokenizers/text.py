@@ -33,7 +33,7 @@ import tokenizers
 from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from omniflex.media import write_atomic
+from omniflex.common.files import write_atomic
 from omniflex.tokenizers.base import (
     Tokenizer,
     TokenizerError,
@@ -271,7 +271,7 @@ class TextTokenizer(Tokenizer):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         text = self._hf.to_str() + "\n"  # compact: half the bytes of pretty JSON
-        write_atomic(directory / TOKENIZER_FILE, text.encode(), kind="tokenizer")
+        write_atomic(directory / TOKENIZER_FILE, text.encode())
         self._write_config(directory)
         return directory
 

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from omniflex.common.files import fsync_dir, fsync_file
+
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointManager",
@@ -152,19 +154,6 @@ def _as_tuples(x: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- files
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _rename(src: Path, dst: Path) -> None:
     """Atomic rename (one name for tests to break)."""
     os.replace(src, dst)
@@ -230,20 +219,20 @@ class CheckpointManager:
         save_file(state_sink.tensors, tmp / "state.safetensors")
         (tmp / "meta.json").write_text(json.dumps(tree, indent=1, allow_nan=True) + "\n")
         for file in tmp.iterdir():
-            _fsync_file(file)
-        _fsync_dir(tmp)
+            fsync_file(file)
+        fsync_dir(tmp)
 
         if final.exists():  # the same step saved by a run that died before moving `latest`
             old = self.root / f"{_TMP}old-{name}-{os.getpid()}"
             _rename(final, old)
             shutil.rmtree(old)
         _rename(tmp, final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         pointer_tmp = self.root / f"{_TMP}latest-{os.getpid()}"
         pointer_tmp.write_text(name + "\n")
-        _fsync_file(pointer_tmp)
+        fsync_file(pointer_tmp)
         _rename(pointer_tmp, self.root / "latest")
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self._prune(keep=final)
         return final
 

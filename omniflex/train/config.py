@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-import yaml
-
+from omniflex.common.configs import (
+    coerce_fields,
+    config_from_dict,
+    dump_yaml,
+    field_names,
+    load_yaml,
+)
 from omniflex.train.dataset import Packing
 
 __all__ = ["PRECISIONS", "TrainConfig"]
@@ -115,8 +120,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            object.__setattr__(self, f.name, _coerce(f, getattr(self, f.name)))
+        coerce_fields(self)
+        for name in ("task_weights", "task_rates"):
+            if not all(math.isfinite(v) and v >= 0 for v in getattr(self, name).values()):
+                raise ValueError(f"TrainConfig.{name} values must be finite and >= 0")
         positive = ("seq_len", "batch_size", "grad_accum", "steps", "val_batches", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
@@ -179,7 +186,7 @@ class TrainConfig:
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        return field_names(cls)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with fields replaced (validated again)."""
@@ -194,102 +201,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """Build from a mapping; unknown keys raise and list the valid ones."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: a train config must be a mapping, got {type(data)}")
-        unknown = sorted(set(data) - set(cls.field_names()))
-        if unknown:
-            raise ValueError(
-                f"{source}: unknown TrainConfig keys {unknown}; valid keys are {cls.field_names()}"
-            )
-        return cls(**data)
+        return config_from_dict(cls, data, source=source)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        """The config as YAML text; also written to ``path`` when given."""
+        return dump_yaml(self.to_dict(), path)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        data = yaml.safe_load(Path(path).read_text())
+        """Load from a YAML file (an empty file is the defaults)."""
+        data = load_yaml(Path(path))
         return cls.from_dict(data or {}, source=str(path))
-
-
-def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
-    """``value`` as the type of field ``f``; strings from YAML or the command line are parsed."""
-    name, kind = f.name, f.type
-    try:
-        if kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value)
-            if not math.isfinite(out):
-                raise ValueError
-            return out
-        if kind == "bool":
-            return _to_bool(value)
-        if kind == "str":
-            if value is None:  # `val_data=` or `val_data:` in YAML: empty
-                return ""
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        if kind == "tuple[float, float]":
-            if isinstance(value, str):
-                value = [v for v in value.strip("()[] ").split(",") if v.strip()]
-            out_tuple = tuple(float(v) for v in value)
-            if len(out_tuple) != 2:
-                raise ValueError
-            return out_tuple
-        if kind == "dict[str, Any]":
-            if value is None:
-                return {}
-            if not isinstance(value, dict):
-                raise ValueError
-            return dict(value)
-        if kind == "dict[str, float]":
-            if value is None:
-                return {}
-            if not isinstance(value, dict):
-                raise ValueError
-            out_weights = {str(k): float(v) for k, v in value.items()}
-            if not all(math.isfinite(v) and v >= 0 for v in out_weights.values()):
-                raise ValueError(f"TrainConfig.{name} values must be finite and >= 0")
-            return out_weights
-        if kind in ("Device", "Parallel", "Packing"):
-            allowed = get_args({"Device": Device, "Parallel": Parallel, "Packing": Packing}[kind])
-            if value not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {value!r}")
-            return value
-    except (TypeError, ValueError) as err:
-        if str(err).startswith("TrainConfig."):
-            raise
-        raise ValueError(f"TrainConfig.{name} must be {_describe(kind)}, got {value!r}") from None
-    raise TypeError(f"TrainConfig.{name}: no coercion for field type {kind!r}")  # a new field
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
-        return True
-    if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
-        return False
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise ValueError
-
-
-def _describe(kind: str) -> str:
-    return {
-        "int": "an integer",
-        "float": "a finite number",
-        "bool": "true or false",
-        "str": "a string",
-        "tuple[float, float]": "two numbers, e.g. 0.9,0.95",
-        "dict[str, Any]": "a mapping",
-    }.get(kind, kind)

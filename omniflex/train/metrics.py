@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from omniflex.common.files import write_atomic
 from omniflex.train.tensorboard import EventFileWriter
 
 __all__ = ["Logger", "MetricsLogger", "NullLogger", "read_metrics"]
@@ -136,6 +136,4 @@ def _truncate_after(path: Path, step: int) -> None:
         for line in path.read_text().splitlines()
         if line.strip() and json.loads(line).get("step", 0) <= step
     ]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(line + "\n" for line in kept).encode())

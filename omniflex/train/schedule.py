@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up, then a cosine decay to a floor.
+"""The trainer's learning-rate schedule: ``omniflex.common.warmup_cosine``, validated.
 
 The rate is a pure function of the optimizer step, so a resumed run needs no scheduler state:
 the step in the checkpoint gives the same rate, bit for bit.
@@ -6,8 +6,9 @@ the step in the checkpoint gives the same rate, bit for bit.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from omniflex.common.schedule import warmup_cosine
 
 __all__ = ["CosineSchedule"]
 
@@ -42,10 +43,6 @@ class CosineSchedule:
 
     def lr_at(self, step: int) -> float:
         """Learning rate of optimizer step ``step`` (0-based)."""
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        decay_steps = self.steps - self.warmup
-        if decay_steps <= 0:
-            return self.lr
-        progress = min((step - self.warmup) / decay_steps, 1.0)
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
+        return warmup_cosine(
+            step, lr=self.lr, warmup=self.warmup, steps=self.steps, min_lr=self.min_lr
+        )

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from omniflex.common.schedule import warmup_cosine
 from omniflex.eval.flex_repro.formats import FORMATS, make_optimizer, prepare_model
 from omniflex.eval.flex_repro.models import (
     AlexNetSmall,
@@ -105,11 +106,7 @@ class RunResult:
 
 def _cosine(opt: Any, step: int, total: int, base_lr: float) -> None:
     """Linear warm-up over the first 5% of steps, then cosine decay (same in every format)."""
-    warmup = max(1, total // 20)
-    if step < warmup:
-        lr = base_lr * (step + 1) / warmup
-    else:
-        lr = 0.5 * base_lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    lr = warmup_cosine(step, lr=base_lr, warmup=max(1, total // 20), steps=total)
     for group in opt.param_groups:
         group["lr"] = lr
 
