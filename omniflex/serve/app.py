@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniflex.model.assistant import Assistant
+from omniflex.safety.voices import OPENAI_VOICES
 from omniflex.serve import realtime, rest
 from omniflex.serve.auth import check_api_key
 from omniflex.serve.errors import ApiError, install_error_handlers
@@ -172,6 +173,16 @@ def create_app(assistant: Assistant, settings: ServeSettings | None = None) -> F
     @app.get("/", include_in_schema=False)
     async def _index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    @app.get("/web/config.json", include_in_schema=False)
+    async def _page_config() -> dict[str, Any]:
+        # what the page offers: this model's preset voices and the OpenAI names mapped onto them
+        voices = list(assistant.voices)
+        aliases = {name: preset for name, preset in OPENAI_VOICES.items() if preset in voices}
+        return {
+            "model": state.model_name, "voices": voices, "voice_aliases": aliases,
+            "temperature": settings.temperature, "max_new_tokens": settings.max_new_tokens,
+        }  # fmt: skip
 
     @app.get("/healthz", include_in_schema=False)
     async def _health() -> dict[str, Any]:

@@ -76,8 +76,8 @@ def load_questions(corpus: str | Path = "data/tiny", limit: int = 20) -> list[Qu
                 return out
     if out:
         return [out[i % len(out)] for i in range(limit)]
+    from omniflex.common.voices import voice
     from omniflex.data.speech import synthesize
-    from omniflex.data.voices import voice
 
     for i in range(limit):
         text, name = _FALLBACK_QUESTIONS[i % len(_FALLBACK_QUESTIONS)], HELD_OUT[i % 2]

@@ -1,266 +1,148 @@
-// omniflex voice page: microphone -> pcm16 24 kHz -> Realtime websocket -> streamed playback.
-"use strict";
+// omniflex playground: one conversation of typed, spoken, picture and video turns, whose
+// answers stream as text, play as speech (with a transcript) or appear as pictures.
+//
+// Which protocol carries a turn, and why:
+// * Spoken turns go over the Realtime websocket (/v1/realtime). It streams the microphone,
+//   finds the end of speech on the server (silero-vad), prefills the model while the user is
+//   still speaking and cancels an answer the user talks over: what makes speech feel live.
+//   Push-to-talk turns too (turn detection off; commit and response.create on release).
+// * Typed, picture and video turns go to POST /v1/chat/completions (stream: true) with the
+//   conversation kept in this page: it takes a temperature (the Realtime session does not) and
+//   pictures and audio as content parts, and streams text, or speech with its transcript.
+// * Drawing ("draw …", or "Answer as: picture") goes to POST /v1/images/generations: neither
+//   chat completions nor the Realtime API return images.
+// Both see one conversation: spoken turns join the page's history (the user's recorded audio
+// as input_audio, the answer's transcript as text), and the text of typed turns and their
+// answers is added to the Realtime session (conversation.item.create).
+//
+// Modules: page.js (what the page holds; barge-in), typed.js (REST turns and attachments),
+// voice.js (Realtime turns), view.js (the turns on screen), audio.js, attachments.js, rest.js,
+// realtime.js. This one reads the server's offer, wires the controls and starts the page.
 
-const RATE = 24000;
-const $ = (id) => document.getElementById(id);
-const stats = { audioChunks: 0, audioSeconds: 0, transcript: "", responses: 0, errors: [],
-                events: 0, speechStarted: 0, speechStopped: 0 };
-window.omniflexStats = stats; // read by the browser test
+import {
+  checkServer, config, hideError, history, interrupt, page, refreshState, rest, showError, stats,
+  voice,
+} from "./page.js";
+import { attach, autosize, clearPending, sendTyped } from "./typed.js";
+import { $, followLog } from "./view.js";
+import {
+  applySession, reconnectVoice, refreshDevices, startVoice, stopVoice, talkDown, talkUp,
+} from "./voice.js";
 
-let ws = null, ctx = null, micStream = null, worklet = null;
-let talking = false; // push-to-talk button held
-let playHead = 0, playing = [], currentItem = null, itemStartedAt = 0, itemSeconds = 0;
-let assistantTurn = null;
-
-function setStatus(text, kind) {
-  const s = $("status");
-  s.textContent = text;
-  s.className = "status " + (kind || "");
-}
-
-function addTurn(role, text) {
-  const div = document.createElement("div");
-  div.className = "turn " + role;
-  div.textContent = text || "";
-  $("log").appendChild(div);
-  div.scrollIntoView({ block: "end" });
-  return div;
-}
-
-function send(event) {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(event));
-}
-
-function b64FromInt16(int16) {
-  const bytes = new Uint8Array(int16.buffer);
-  let bin = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(bin);
-}
-
-function floatFromB64(b64) {
-  const bin = atob(b64);
-  const n = bin.length >> 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    let v = bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8);
-    if (v >= 0x8000) v -= 0x10000;
-    out[i] = v / 32768;
-  }
-  return out;
-}
-
-function sessionConfig() {
-  const vad = $("mode").value === "vad";
-  return {
-    type: "realtime",
-    output_modalities: ["audio"],
-    audio: {
-      input: {
-        format: { type: "audio/pcm", rate: RATE },
-        turn_detection: vad ? { type: "server_vad", threshold: 0.5, prefix_padding_ms: 300,
-                                silence_duration_ms: 500, create_response: true,
-                                interrupt_response: true } : null,
-      },
-      output: { format: { type: "audio/pcm", rate: RATE }, voice: $("voice").value },
-    },
-  };
-}
-
-function onMic(block) {
-  let sum = 0;
-  for (let i = 0; i < block.length; i++) sum += block[i] * block[i];
-  $("level").style.width = Math.min(100, Math.sqrt(sum / block.length) * 400) + "%";
-  if ($("mode").value === "ptt" && !talking) return;
-  const int16 = new Int16Array(block.length);
-  for (let i = 0; i < block.length; i++) {
-    const s = Math.max(-1, Math.min(1, block[i]));
-    int16[i] = s < 0 ? s * 32768 : s * 32767;
-  }
-  send({ type: "input_audio_buffer.append", audio: b64FromInt16(int16) });
-}
-
-function play(samples) {
-  const buffer = ctx.createBuffer(1, samples.length, RATE);
-  buffer.copyToChannel(samples, 0);
-  const src = ctx.createBufferSource();
-  src.buffer = buffer;
-  src.connect(ctx.destination);
-  const now = ctx.currentTime;
-  if (playHead < now + 0.02) playHead = now + 0.02;
-  if (itemSeconds === 0) itemStartedAt = playHead;
-  src.start(playHead);
-  playHead += buffer.duration;
-  itemSeconds += buffer.duration;
-  playing.push(src);
-  src.onended = () => { playing = playing.filter((s) => s !== src); };
-}
-
-function stopPlayback() {
-  // Barge-in: silence what is queued and tell the server how much was heard.
-  if (currentItem && ctx) {
-    const heard = Math.max(0, Math.min(itemSeconds, ctx.currentTime - itemStartedAt));
-    if (playing.length) {
-      send({ type: "conversation.item.truncate", item_id: currentItem, content_index: 0,
-             audio_end_ms: Math.round(heard * 1000) });
-    }
-  }
-  playing.forEach((s) => { try { s.stop(); } catch (e) { /* already ended */ } });
-  playing = [];
-  playHead = 0;
-}
-
-function onEvent(event) {
-  stats.events++;
-  switch (event.type) {
-    case "session.created":
-      send({ type: "session.update", session: sessionConfig() });
-      setStatus("listening", "live");
-      break;
-    case "input_audio_buffer.speech_started":
-      stats.speechStarted++;
-      stopPlayback();
-      setStatus("hearing you…", "live");
-      break;
-    case "input_audio_buffer.speech_stopped":
-      stats.speechStopped++;
-      setStatus("thinking…", "live");
-      break;
-    case "input_audio_buffer.committed":
-      addTurn("user", "🎤 (spoken turn)");
-      break;
-    case "response.created":
-      assistantTurn = addTurn("assistant", "");
-      itemSeconds = 0;
-      break;
-    case "response.output_item.added":
-      currentItem = event.item.id;
-      break;
-    case "response.output_audio_transcript.delta":
-    case "response.output_text.delta":
-      stats.transcript += event.delta;
-      if (assistantTurn) assistantTurn.textContent += event.delta;
-      break;
-    case "response.output_audio.delta": {
-      const samples = floatFromB64(event.delta);
-      stats.audioChunks++;
-      stats.audioSeconds += samples.length / RATE;
-      play(samples);
-      setStatus("speaking", "live");
-      break;
-    }
-    case "response.done":
-      stats.responses++;
-      if (assistantTurn && !assistantTurn.textContent) assistantTurn.textContent = "(no words)";
-      if (event.response.status !== "completed") {
-        const d = event.response.status_details || {};
-        addTurn("system", "answer " + event.response.status + (d.reason ? ": " + d.reason : ""));
-      }
-      setStatus("listening", "live");
-      break;
-    case "error":
-      stats.errors.push(event.error.message);
-      addTurn("system", "error: " + event.error.message);
-      break;
-    default:
-      break;
-  }
-}
-
-async function start() {
-  $("start").disabled = true;
+async function loadConfig() {
   try {
-    ctx = new AudioContext({ sampleRate: RATE });
-    await ctx.audioWorklet.addModule("/web/capture-worklet.js");
-    micStream = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
-    });
-    const source = ctx.createMediaStreamSource(micStream);
-    worklet = new AudioWorkletNode(ctx, "capture-processor");
-    worklet.port.onmessage = (e) => onMic(e.data);
-    source.connect(worklet);
+    const res = await fetch("/web/config.json");
+    if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
+    Object.assign(config, await res.json());
   } catch (err) {
-    setStatus("microphone unavailable: " + err.message, "error");
-    $("start").disabled = false;
-    return;
+    showError("could not read the page's settings from /web/config.json (" + err.message + ")");
   }
-  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  const protocols = ["realtime"];
-  const key = $("key").value.trim();
-  if (key) protocols.push("openai-insecure-api-key." + key);
-  ws = new WebSocket(scheme + location.host + "/v1/realtime?model=omniflex", protocols);
-  ws.onmessage = (m) => onEvent(JSON.parse(m.data));
-  ws.onclose = (e) => {
-    setStatus("disconnected" + (e.reason ? " (" + e.reason + ")" : ""), e.code === 1000 ? "" : "error");
-    stop();
-  };
-  ws.onerror = () => setStatus("connection failed", "error");
-  setStatus("connecting…");
-  $("stop").disabled = false;
-  $("image").disabled = false;
-  $("talk").disabled = $("mode").value !== "ptt";
+  const select = $("voice");
+  select.replaceChildren();
+  const presets = document.createElement("optgroup");
+  presets.label = "preset voices";
+  config.voices.forEach((v) => presets.append(new Option(v, v)));
+  select.append(presets);
+  const aliases = Object.entries(config.voice_aliases);
+  if (aliases.length) {
+    const openai = document.createElement("optgroup");
+    openai.label = "OpenAI's names";
+    aliases.forEach(([name, preset]) => openai.append(new Option(`${name} (speaks as ${preset})`, name)));
+    select.append(openai);
+  }
+  $("temperature").value = config.temperature;
+  $("temperature-value").textContent = config.temperature;
+  $("max-tokens").max = config.max_new_tokens;
+  $("max-tokens").value = config.max_new_tokens;
 }
 
-function stop() {
-  if (ws) { ws.onclose = null; ws.close(1000); ws = null; }
-  if (micStream) micStream.getTracks().forEach((t) => t.stop());
-  if (ctx) ctx.close();
-  ctx = micStream = worklet = null;
-  $("start").disabled = false;
-  $("stop").disabled = true;
-  $("talk").disabled = true;
-  $("image").disabled = true;
-  if ($("status").textContent.startsWith("listening")) setStatus("disconnected");
+function clearConversation() {
+  interrupt("clear");
+  history.length = 0;
+  clearPending();
+  if (voice.turn) voice.turn = null;
+  $("log").replaceChildren($("empty"));
+  $("empty").hidden = false;
+  hideError();
+  if (voice.on) reconnectVoice(); // a fresh Realtime session: it forgets the old conversation
 }
 
-function talkDown() {
-  if (!ws || $("mode").value !== "ptt") return;
-  stopPlayback();
-  talking = true;
-  $("talk").classList.add("held");
+function isField(el) {
+  return el && el.id !== "talk" && (/^(INPUT|TEXTAREA|SELECT|BUTTON|SUMMARY|A)$/.test(el.tagName) || el.isContentEditable);
 }
 
-function talkUp() {
-  if (!talking) return;
-  talking = false;
-  $("talk").classList.remove("held");
-  send({ type: "input_audio_buffer.commit" });
-  send({ type: "response.create" });
+function hasFiles(e) { return e.dataTransfer && [...e.dataTransfer.types].includes("Files"); }
+
+function wire() {
+  const run = (fn) => (...args) => Promise.resolve(fn(...args)).catch((err) => showError(err.message));
+  $("composer").onsubmit = (e) => { e.preventDefault(); $("prompt").focus(); run(sendTyped)(); };
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); run(sendTyped)(); }
+  });
+  $("prompt").addEventListener("input", autosize);
+  $("prompt").addEventListener("paste", (e) => {
+    const files = [...(e.clipboardData ? e.clipboardData.files : [])];
+    if (files.length) { e.preventDefault(); attach(files); }
+  });
+  $("attach").onchange = (e) => { attach([...e.target.files]); e.target.value = ""; };
+  $("voice-toggle").onclick = run(() => (voice.on ? stopVoice() : startVoice()));
+  $("mode").onchange = applySession;
+  $("voice").onchange = applySession;
+  $("answer").onchange = applySession;
+  $("max-tokens").onchange = applySession;
+  $("temperature").oninput = () => { $("temperature-value").textContent = $("temperature").value; };
+  $("mic").onchange = run(async () => { if (voice.on) await page.mic.start($("mic").value); });
+  $("clear").onclick = clearConversation;
+  $("error-close").onclick = hideError;
+  $("key-form").onsubmit = run(async (e) => {
+    e.preventDefault();
+    rest.key = $("key").value.trim();
+    sessionStorage.setItem("omniflex-key", rest.key);
+    hideError();
+    await checkServer();
+  });
+  const talk = $("talk");
+  talk.addEventListener("pointerdown", (e) => { e.preventDefault(); run(talkDown)(); });
+  for (const type of ["pointerup", "pointerleave", "pointercancel"]) talk.addEventListener(type, talkUp);
+  document.addEventListener("keydown", (e) => {
+    if (e.code === "Space" && !e.repeat && !isField(e.target)) { e.preventDefault(); run(talkDown)(); }
+  });
+  document.addEventListener("keyup", (e) => {
+    if (e.code === "Space" && voice.talking) { e.preventDefault(); talkUp(); }
+  });
+  // a button clicked with the mouse lets go of the focus, so that Space talks instead of
+  // pressing it again (keyboard users keep the focus: their clicks have detail 0)
+  document.addEventListener("click", (e) => {
+    const control = e.target.closest && e.target.closest("button, summary");
+    if (e.detail > 0 && control) control.blur();
+  });
+  let depth = 0; // dragenter/dragleave pairs, over child elements too
+  document.addEventListener("dragenter", (e) => { if (hasFiles(e)) { depth++; $("drop").hidden = false; } });
+  document.addEventListener("dragleave", () => { if (--depth <= 0) { depth = 0; $("drop").hidden = true; } });
+  document.addEventListener("dragover", (e) => { if (hasFiles(e)) e.preventDefault(); });
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    depth = 0;
+    $("drop").hidden = true;
+    if (e.dataTransfer && e.dataTransfer.files.length) attach([...e.dataTransfer.files]);
+  });
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    navigator.mediaDevices.addEventListener("devicechange", refreshDevices);
+  }
 }
 
-function sendImage(file) {
-  // Downscale to the model's 64x64 in the page: a small event instead of a photo.
-  const img = new Image();
-  img.onload = () => {
-    const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = 64;
-    canvas.getContext("2d").drawImage(img, 0, 0, 64, 64);
-    const url = canvas.toDataURL("image/png");
-    send({ type: "conversation.item.create", item: { type: "message", role: "user",
-           content: [{ type: "input_image", image_url: url }] } });
-    const turn = addTurn("user", "");
-    const shown = document.createElement("img");
-    shown.src = url;
-    turn.appendChild(shown);
-    URL.revokeObjectURL(img.src);
-  };
-  img.src = URL.createObjectURL(file);
+async function init() {
+  wire();
+  followLog();
+  rest.key = sessionStorage.getItem("omniflex-key") || "";
+  const phone = matchMedia("(max-width: 760px)"); // settings folded away on a phone
+  $("settings").open = !phone.matches;
+  phone.addEventListener("change", (e) => { $("settings").open = !e.matches; });
+  await loadConfig();
+  await checkServer();
+  await refreshDevices();
+  refreshState();
+  stats.ready = true;
 }
 
-$("start").onclick = start;
-$("stop").onclick = stop;
-$("voice").onchange = () => send({ type: "session.update", session: sessionConfig() });
-$("mode").onchange = () => {
-  send({ type: "session.update", session: sessionConfig() });
-  $("talk").disabled = !ws || $("mode").value !== "ptt";
-};
-$("talk").onmousedown = talkDown;
-$("talk").onmouseup = talkUp;
-$("talk").onmouseleave = talkUp;
-$("talk").ontouchstart = (e) => { e.preventDefault(); talkDown(); };
-$("talk").ontouchend = talkUp;
-$("image").onchange = (e) => { if (e.target.files[0]) sendImage(e.target.files[0]); e.target.value = ""; };
-document.addEventListener("keydown", (e) => { if (e.code === "Space" && e.target === document.body) { e.preventDefault(); talkDown(); } });
-document.addEventListener("keyup", (e) => { if (e.code === "Space") talkUp(); });
+init();
