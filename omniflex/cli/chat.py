@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from omniflex.tokenizers.special import PRESET_VOICE_NAMES
+
 __all__ = ["ChatShell", "add_parser", "run_chat"]
 
 HELP = """commands:
@@ -272,8 +274,6 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex chat`` on the top-level parser's subparsers."""
-    from omniflex.tokenizers.special import PRESET_VOICE_NAMES
-
     chat = subparsers.add_parser(
         "chat", help="talk to an omni model in the terminal (text, speech, images, video)",
         description=(
@@ -301,7 +301,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     chat.add_argument(
         "--compile", action="store_true",
         help="decode through the torch.compile'd forward (faster per token after a one-off "
-        "compilation of a minute or two, seconds once inductor's cache holds it)",
+        "compilation, quick once inductor's cache holds it)",
     )  # fmt: skip
     chat.set_defaults(func=_cmd_chat)
     return chat

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from omniflex.eval.capabilities import TASK_FAMILIES
+
 __all__ = ["add_parser"]
 
 
@@ -100,8 +102,6 @@ def _cmd_safety(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex eval`` (and ``omniflex eval parity | safety``) on the top-level
     subparsers."""
-    from omniflex.eval.capabilities import TASK_FAMILIES
-
     ev = subparsers.add_parser(
         "eval", help="capability evaluations on the held-out split; parity of two runs",
         description=(

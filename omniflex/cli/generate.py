@@ -1,12 +1,19 @@
-"""``omniflex generate``: one prompt to a trained omni model, answers saved as text, WAV and PNG."""
+"""``omniflex generate``: one prompt to a trained omni model, answers saved as text, WAV and PNG.
+
+The model and media code are imported when the command runs, so that building the parser (every
+``omniflex`` call, ``--help`` included) does not load them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["generate"]
+from omniflex.tokenizers.special import PRESET_VOICE_NAMES
+
+__all__ = ["add_parser", "generate"]
 
 
 def _user_message(text: str | None, audio: str | None, image: str | None) -> tuple[dict, dict]:
@@ -93,3 +100,46 @@ def _save_answer(answer: Any, out_dir: Path) -> dict[str, Any]:
         result["files"].append(str(write_image(out_dir / f"answer_{i}.png", pixels)))
     (out_dir / "answer.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    result = generate(
+        args.model, args.prompt, audio=args.audio, image=args.image, voice=args.voice,
+        out=args.out, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, seed=args.seed, precision=args.precision,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``omniflex generate`` on the top-level subparsers."""
+    gen = subparsers.add_parser(
+        "generate", help="one prompt to a trained omni model; answers saved as WAV/PNG",
+        description=(
+            "Send one user turn (text, and optionally an audio and/or an image file) to an omni "
+            "model (the shipped default, a model folder or a training run) and print its "
+            "answer. Spoken answers (--voice) and generated images are decoded and written to "
+            "OUT; the result, with tokens/s, is printed as JSON."
+        ),
+    )  # fmt: skip
+    gen.add_argument("prompt", nargs="?", help="the user's text")
+    gen.add_argument(
+        "--model", default="tiny",
+        help="shipped model name, model folder, or training run folder (default: tiny)",
+    )  # fmt: skip
+    gen.add_argument(
+        "--precision", choices=["float32"],
+        help="run flex-trained weights dequantised in float32 (default: as trained)",
+    )  # fmt: skip
+    gen.add_argument("--audio", help="a WAV/FLAC file the user says")
+    gen.add_argument("--image", help="a PNG/JPEG file the user shows")
+    gen.add_argument("--voice", choices=list(PRESET_VOICE_NAMES), help="answer aloud in this voice")
+    gen.add_argument("--out", default="runs/generate", help="where answers go (runs/generate)")
+    gen.add_argument("--max-new-tokens", type=int, default=400)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=_cmd_generate)
+    return gen

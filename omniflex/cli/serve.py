@@ -1,15 +1,14 @@
-"""``omniflex serve`` (the API server) and ``omniflex bench realtime`` (its latency benchmark)."""
+"""``omniflex serve``: the API server (its latency benchmark is ``omniflex bench realtime``)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from typing import Any
 
-__all__ = ["add_bench_parser", "add_parser", "configure_logging", "serve"]
+__all__ = ["add_parser", "configure_logging", "serve"]
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -111,56 +110,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="do not pass output audio through omniflex.safety")  # fmt: skip
     p.add_argument(
         "--compile", action="store_true",
-        help="decode through the torch.compile'd forward (2-4x faster per token on the tiny "
-        "model; start-up compiles it, a minute or two on a small CPU, seconds once cached)",
+        help="decode through the torch.compile'd forward (faster per token; start-up compiles "
+        "it first, quickly once inductor's cache holds it)",
     )  # fmt: skip
     p.set_defaults(func=serve)
-    return p
-
-
-def bench_realtime(args: argparse.Namespace) -> int:
-    from omniflex.serve.bench import run_realtime_bench
-
-    result = run_realtime_bench(
-        model=args.model, precision=args.precision, turns=args.turns, sessions=args.sessions,
-        speed=args.speed, corpus=args.corpus, force_speech=args.force_speech,
-        compile=args.compile,
-    )  # fmt: skip
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key:<28} {json.dumps(value)}")
-    return 0
-
-
-def add_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``realtime`` to the ``omniflex bench`` suites."""
-    p = bench_subparsers.add_parser(
-        "realtime", help="Realtime speech latency, concurrency and real-time factor (JSON)",
-        description=(
-            "Start the server in-process on a free loopback port and drive it with the official "
-            "openai client: stream spoken questions in held-out voices (the corpus's test split, "
-            "else espeak-ng) as pcm16 appends, and measure, at the client, speech_stopped -> "
-            "first response.output_audio.delta over TURNS turns (min/p50/p90), the in-process "
-            "compute floor of each turn, SESSIONS concurrent sessions' p90 against one "
-            "session's, and the output real-time factor."
-        ),
-    )  # fmt: skip
-    p.add_argument("--model", default="tiny", help="shipped model or model folder (tiny)")
-    p.add_argument("--precision", choices=["float32"], help="as trained unless float32")
-    p.add_argument("--turns", type=int, default=20, help="spoken turns per phase (20)")
-    p.add_argument("--sessions", type=int, default=4, help="concurrent sessions (4)")
-    p.add_argument("--speed", type=float, default=1.0,
-                   help="audio send rate in multiples of real time (1.0)")  # fmt: skip
-    p.add_argument("--corpus", default="data/tiny", help="corpus with test shards (data/tiny)")
-    p.add_argument(
-        "--force-speech", action="store_true",
-        help="script each answer's shape (text chunk + audio frames) for a placeholder model "
-        "that answers without speech; compute is the real model's",
-    )  # fmt: skip
-    p.add_argument("--compile", action="store_true",
-                   help="serve through the compiled forward (compiled before timing)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=bench_realtime)
     return p

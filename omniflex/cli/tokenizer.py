@@ -1,7 +1,13 @@
-"""``omniflex tokenizer train|roundtrip`` and ``omniflex bench tokenizers``."""
+"""``omniflex tokenizer train | roundtrip``: train a tokenizer; round-trip a media file through
+one (``omniflex bench tokenizers`` measures the shipped ones).
+
+The tokenizers and their trainers are imported when a command runs, so that building the parser
+(every ``omniflex`` call, ``--help`` included) does not load them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -9,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["print_report", "roundtrip", "train"]
+from omniflex.flex.config import RECIPES
+
+__all__ = ["add_parser", "print_report", "roundtrip", "train"]
 
 
 def train(
@@ -155,3 +163,65 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         return
     for key, value in report.items():
         print(f"{key:<20} {value}")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    meta = train(
+        args.kind, args.corpus, args.out, steps=args.steps, precision=args.precision,
+        threads=args.threads,
+    )  # fmt: skip
+    print_report(meta, args.json)
+    return 0
+
+
+def _cmd_roundtrip(args: argparse.Namespace) -> int:
+    print_report(roundtrip(args.file, args.tokenizer, args.out), args.json)
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``omniflex tokenizer train | roundtrip`` on the top-level subparsers."""
+    tok = subparsers.add_parser(
+        "tokenizer", help="train tokenizers; round-trip a media file through one",
+        description=(
+            "Modality tokenizers: byte-level BPE for text, an FSQ VQ autoencoder for 64x64 "
+            "images, a causal streaming audio codec (16 kHz, 25 frames/s, 2 codebooks), and "
+            "video as time-interleaved image and audio codes."
+        ),
+    )  # fmt: skip
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+    ttrain = tok_sub.add_parser(
+        "train", help="train a tokenizer on the corpus's train split",
+        description=(
+            "Train the text, image or audio tokenizer and save it as a folder (config.json + "
+            "model.safetensors in flex16, or tokenizer.json for text). Text and audio read the "
+            "corpus (build it with `omniflex data build`); the image tokenizer renders its own "
+            "scenes and uses scikit-learn's digits. Losses go to OUT/train_log.jsonl."
+        ),
+    )  # fmt: skip
+    ttrain.add_argument("kind", choices=["text", "image", "audio"])
+    ttrain.add_argument("--corpus", default="data/tiny", help="corpus folder (default: data/tiny)")
+    ttrain.add_argument("--out", help="output folder (default: runs/tokenizers/KIND)")
+    ttrain.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
+    ttrain.add_argument(
+        "--precision", default="float32", choices=["float32", *RECIPES],
+        help="train in float32 or in a Flexpoint recipe (default: float32)",
+    )  # fmt: skip
+    ttrain.add_argument("--threads", type=int, help="CPU threads (default: the recipe's)")
+    ttrain.add_argument("--json", action="store_true", help="print the result as JSON")
+    ttrain.set_defaults(func=_cmd_train)
+    trt = tok_sub.add_parser(
+        "roundtrip", help="encode and decode a file, write the reconstruction, print figures",
+        description=(
+            "Encode FILE to tokens and back with the shipped tokenizer of its kind (WAV/FLAC: "
+            "audio codec; PNG/JPEG: image; MP4: video; .txt: text). The reconstruction is "
+            "written next to FILE as FILE.recon.EXT; the figures (tokens, PSNR, mel-cepstral "
+            "distortion, speaker similarity, exactness) are printed."
+        ),
+    )  # fmt: skip
+    trt.add_argument("file", help="a WAV, FLAC, PNG, JPEG, MP4 or UTF-8 .txt file")
+    trt.add_argument("--tokenizer", help="tokenizer folder or shipped name (default: by kind)")
+    trt.add_argument("--out", help="where to write the reconstruction")
+    trt.add_argument("--json", action="store_true", help="print the figures as JSON")
+    trt.set_defaults(func=_cmd_roundtrip)
+    return tok

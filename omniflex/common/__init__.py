@@ -4,6 +4,7 @@
 * ``schedule``: the warm-up + cosine learning-rate schedule of every trainer.
 * ``configs``: frozen dataclass configs <-> dicts and YAML (unknown-key check, coercion).
 * ``folder``: ``config.json`` + ``model.safetensors`` folders of every component with weights.
+* ``voices``: the voice registry (preset, input and held-out voices) and the preset-voice check.
 
 Only the standard-library parts are imported here; import ``omniflex.common.configs`` (YAML)
 and ``omniflex.common.folder`` (torch) by name, so that the media readers, which use

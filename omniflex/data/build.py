@@ -15,7 +15,7 @@ from tqdm import tqdm
 from omniflex.data.shards import ShardWriter
 from omniflex.data.tasks import SAFETY_TASKS, TASKS, make_sample
 
-__all__ = ["SIZES", "build_corpus", "iter_conversations", "split_count"]
+__all__ = ["SIZES", "build_corpus", "extend_corpus", "iter_conversations", "split_count"]
 
 # Training samples per task. Validation and test get a tenth each (at least 30), but the safety
 # tasks get fixed held-out counts: 200 test samples per condition (typed, spoken, noisy), so each
@@ -150,30 +150,7 @@ def build_corpus(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = _plan(size, out, seed)
-    workers = workers or min(mp.cpu_count(), 4)
-    totals = _empty_stats()
-    # Always fresh "spawn" workers that import only the data layer: encoders such as libx264 can
-    # make different (valid) choices in a process that has loaded other native libraries
-    # (e.g. torch), and shard bytes must not depend on who called us.
-    ctx = mp.get_context("spawn")
-    bar = tqdm(
-        total=len(jobs),
-        desc=f"building {size} corpus",
-        unit="shard",
-        disable=None if progress else True,
-    )
-    with ctx.Pool(workers) as pool:
-        for stats in pool.imap(_build_shard, jobs):
-            for key in ("tasks", "tokens"):
-                totals[key].update(stats[key])
-            for task, counts in stats["train_tokens"].items():
-                totals["train_tokens"][task].update(counts)
-            for voice, secs in stats["voices"].items():
-                totals["voices"][voice] += secs
-            for key in ("images", "videos", "samples"):
-                totals[key] += stats[key]
-            bar.update()
-    bar.close()
+    totals = _run_jobs(jobs, workers, f"building {size} corpus", progress)
     card = {
         "size": size,
         "seed": seed,
@@ -189,9 +166,98 @@ def build_corpus(
             t: dict(sorted(totals["train_tokens"][t].items())) for t in TASKS
         },
     }
+    _write_card(out, card)
+    return card
+
+
+def extend_corpus(
+    corpus: str | Path,
+    train_counts: dict[str, int],
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Add training samples to a built corpus: ``train_counts`` gives the new number of
+    training samples of each task (e.g. ``{"asr": 14000}``); the samples from the current count
+    up to it are generated with the corpus's seed and written as ``train-<task>-from<k>-*.tar``
+    shards, which ``omniflex data tokenize`` reads with the others. Held-out splits never
+    change; the data card records the extension (``train_extended``) and counts its samples,
+    voices and tokens. The samples are those a corpus built with the larger count would hold
+    (sample ``i`` depends only on the task, split, index and seed).
+    """
+    out = Path(corpus)
+    card_path = out / "data_card.json"
+    if not card_path.is_file():
+        raise FileNotFoundError(
+            f"{out} holds no data_card.json: build the corpus first (`omniflex data build "
+            f"--out {out}`), then extend it"
+        )
+    card = json.loads(card_path.read_text())
+    size, seed = card["size"], int(card["seed"])
+    extended = dict(card.get("train_extended", {}))
+    jobs = []
+    for task, n in train_counts.items():
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+        have = int(extended.get(task, split_count(size, task, "train")))
+        if n <= have:
+            raise ValueError(
+                f"{out} already holds {have} training samples of {task}; give a larger count"
+            )
+        items = [(task, "train", i) for i in range(have, n)]
+        for s in range(0, len(items), PER_SHARD):
+            path = out / f"train-{task}-from{have}-{s // PER_SHARD:05d}.tar"
+            jobs.append(_ShardJob(str(path), tuple(items[s : s + PER_SHARD]), seed))
+        extended[task] = n
+    totals = _run_jobs(jobs, workers, f"extending {out}", progress)
+    card["train_extended"] = extended
+    card["shards"] = sorted({*card["shards"], *(Path(j.path).name for j in jobs)})
+    card["samples"] += totals["samples"]
+    per_task = Counter(card["samples_per_split_task"])
+    per_task.update(totals["tasks"])
+    card["samples_per_split_task"] = dict(sorted(per_task.items()))
+    voices = Counter(card["speech_seconds_per_voice"])
+    voices.update({k: round(v, 1) for k, v in totals["voices"].items()})
+    card["speech_seconds_per_voice"] = {k: round(v, 1) for k, v in sorted(voices.items())}
+    card["speech_hours"] = round(sum(voices.values()) / 3600, 3)
+    for key in ("images", "videos"):
+        card[key] += totals[key]
+    card["token_estimate"] = dict(Counter(card["token_estimate"]) + totals["tokens"])
+    by_task = card["train_token_estimate_by_task"]
+    for task, counts in totals["train_tokens"].items():
+        by_task[task] = dict(sorted((Counter(by_task.get(task, {})) + counts).items()))
+    _write_card(out, card)
+    return card
+
+
+def _run_jobs(
+    jobs: list[_ShardJob], workers: int | None, desc: str, progress: bool
+) -> dict[str, Any]:
+    """Write every shard of ``jobs`` and return their summed statistics."""
+    workers = workers or min(mp.cpu_count(), 4)
+    totals = _empty_stats()
+    # Always fresh "spawn" workers that import only the data layer: encoders such as libx264 can
+    # make different (valid) choices in a process that has loaded other native libraries
+    # (e.g. torch), and shard bytes must not depend on who called us.
+    ctx = mp.get_context("spawn")
+    bar = tqdm(total=len(jobs), desc=desc, unit="shard", disable=None if progress else True)
+    with ctx.Pool(workers) as pool:
+        for stats in pool.imap(_build_shard, jobs):
+            for key in ("tasks", "tokens"):
+                totals[key].update(stats[key])
+            for task, counts in stats["train_tokens"].items():
+                totals["train_tokens"][task].update(counts)
+            for voice, secs in stats["voices"].items():
+                totals["voices"][voice] += secs
+            for key in ("images", "videos", "samples"):
+                totals[key] += stats[key]
+            bar.update()
+    bar.close()
+    return totals
+
+
+def _write_card(out: Path, card: dict[str, Any]) -> None:
     (out / "data_card.json").write_text(json.dumps(card, indent=1))
     (out / "data_card.md").write_text(_card_markdown(card))
-    return card
 
 
 def _balance_markdown(by_task: dict[str, dict[str, int]]) -> list[str]:
@@ -223,7 +289,7 @@ def _balance_markdown(by_task: dict[str, dict[str, int]]) -> list[str]:
 
 
 def _card_markdown(card: dict[str, Any]) -> str:
-    from omniflex.data.voices import VOICES
+    from omniflex.common.voices import VOICES
 
     lines = [
         f"# omniflex corpus: {card['size']} (seed {card['seed']})",

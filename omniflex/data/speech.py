@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 
-from omniflex.data.voices import Voice
+from omniflex.common.voices import Voice
 from omniflex.media.audio import SAMPLE_RATE, read_audio, resample
 
 __all__ = ["EspeakMissingError", "add_noise", "augment", "reverberate", "synthesize"]

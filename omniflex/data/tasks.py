@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from omniflex.common.voices import INPUT_VOICES, PRESET_VOICES, TEST_VOICES, VAL_VOICES, Voice
 from omniflex.data import lexicon as lx
 from omniflex.data.grammar import covering_sentences, sample_sentence, split_of, written
 from omniflex.data.scenes import SCENE_COLOURS, SCENE_KINDS, Scene, render_scene, sample_scene
@@ -56,7 +57,6 @@ from omniflex.data.templates import (
     Split,
     template_ids,
 )
-from omniflex.data.voices import INPUT_VOICES, PRESET_VOICES, TEST_VOICES, VAL_VOICES, Voice
 from omniflex.media.audio import SAMPLE_RATE, to_wav_bytes
 from omniflex.media.image import to_png_bytes
 from omniflex.media.video import video_bytes

@@ -594,8 +594,8 @@ def _eval_text_to_image(run: _Runner, samples: Sequence[Any]) -> dict[str, Any]:
 
 
 def _eval_tts(run: _Runner, samples: Sequence[Any], split: str) -> dict[str, Any]:
+    from omniflex.common.voices import voice as voice_named
     from omniflex.data.speech import synthesize
-    from omniflex.data.voices import voice as voice_named
     from omniflex.eval.audio_metrics import speaker_similarity
     from omniflex.media.audio import read_audio
 

@@ -332,7 +332,7 @@ def _model_and_data(doc: _Doc, src: Provenance) -> None:
         doc.table(["task", "test samples"], test)
     voices = src.get("data", "speech_seconds_per_voice") or {}
     if voices:
-        from omniflex.data.voices import voice
+        from omniflex.common.voices import voice
 
         def role(name: str) -> str:
             try:

@@ -37,8 +37,8 @@ REFERENCE = {
 
 def measure_chunk_cost(seconds: float = 10.0, chunk_ms: int = 80) -> dict[str, float]:
     """CPU ms per ``chunk_ms`` chunk of ``VoiceGuard.push`` on one thread (speech-like input)."""
+    from omniflex.common.voices import PRESET_VOICES
     from omniflex.data.speech import synthesize
-    from omniflex.data.voices import PRESET_VOICES
     from omniflex.safety.voice_classifier import VoiceGuard
 
     threads = torch.get_num_threads()

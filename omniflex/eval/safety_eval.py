@@ -25,7 +25,7 @@ part before the model hears it (``noise_10db``; ``add_input_noise``). Typed prom
 v2's ``typed`` condition of every safety task, and ``text_chat``) have no audio to add noise
 to, so they are not re-run, and the noise figures count the samples with user audio only
 (their ``n`` says how many). Each figure is also broken down by the user's input voice (the
-test split's held-out voices, ``omniflex.data.voices.TEST_VOICES``; ``text`` for typed
+test split's held-out voices, ``omniflex.common.voices.TEST_VOICES``; ``text`` for typed
 prompts), to show disparate performance across voices.
 
 Each figure sits beside the GPT-4o system card's (``REFERENCE``) and our goal (``GOALS``: the

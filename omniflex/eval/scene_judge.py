@@ -7,11 +7,11 @@ that an image tokenizer's reconstructions, and later the omni model's generated 
 right shapes in the right colours in the right number: ``matches(image, scene)`` is true only
 when all 9 cells are right.
 
-It does not judge size or the exact place inside a cell. It is trained once (about 11 minutes
-on one CPU thread: ``train_scene_judge(out)``), on rendered scenes of every (colour, kind) pair,
-including those held out from the omni model's training data, with flips/transposes (cell labels
-permuted to match) and mild blur, noise and gain, so that a slightly soft image of a correct
-scene still passes. It ships as flex16 weights in ``omniflex/assets/scene_judge/``; its accuracy
+It does not judge size or the exact place inside a cell. It is trained once
+(``train_scene_judge(out)``), on rendered scenes of every (colour, kind) pair, including those
+held out from the omni model's training data, with flips/transposes (cell labels permuted to
+match) and mild blur, noise and gain, so that a slightly soft image of a correct scene still
+passes. It ships as flex16 weights in ``omniflex/assets/scene_judge/``; its accuracy
 on held-out original scenes is in the shipped metadata (99.8% of 500 scenes, 99.98% of cells).
 Small stars, hexagons and circles (radius 6 px) are the hard cases; a judge far below 99% scene
 accuracy on originals would not be trustworthy.

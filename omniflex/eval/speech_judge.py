@@ -64,10 +64,17 @@ from tqdm import tqdm
 
 from omniflex.common.files import atomic_path
 from omniflex.common.folder import load_folder, save_folder
+from omniflex.common.voices import (
+    INPUT_VOICES,
+    PRESET_VOICES,
+    TEST_VOICES,
+    VAL_VOICES,
+    Voice,
+    voice,
+)
 from omniflex.data.grammar import covering_sentences, grammar_words, sample_sentence, written
 from omniflex.data.speech import EspeakMissingError, augment, synthesize
 from omniflex.data.tasks import make_sample, number_words
-from omniflex.data.voices import INPUT_VOICES, PRESET_VOICES, TEST_VOICES, VAL_VOICES, Voice, voice
 from omniflex.media import resample
 from omniflex.media.audio import SAMPLE_RATE
 from omniflex.tokenizers.base import load_tokenizer
@@ -381,8 +388,7 @@ class SpeechJudge(nn.Module):
         data, tensors = load_folder(
             directory,
             what="a speech judge",
-            fix="train one (about 35 minutes on 2 CPU cores) with "
-            f"{RETRAIN.replace('omniflex/assets/speech_judge', str(directory))}",
+            fix=f"train one with {RETRAIN.replace('omniflex/assets/speech_judge', str(directory))}",
         )
         # judges saved before time_reduction was a setting halved time twice (x4)
         config = {"time_reduction": 4, **data["config"]}

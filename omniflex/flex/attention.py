@@ -53,10 +53,9 @@ from omniflex.flex.ops import FlexOp
 
 __all__ = ["blocked_attention_applies", "flex_causal_attention"]
 
-#: Query rows per block. One layer's attention forward and backward at the tiny recipe (B 8,
-#: H 4, T = S = 512, D 64, 2 threads, medians of runs interleaved with the others): 70-83 ms
-#: with blocks of 128, 102-116 ms with 64 (Python and small-matmul overheads), against 137-160
-#: ms written out and 43-51 ms for float32 SDPA.
+#: Query rows per block. At the tiny recipe's shapes (B 8, H 4, T = S = 512, D 64) one layer's
+#: attention forward and backward ran faster in blocks of 128 than of 64 (whose Python and
+#: small-matmul overheads dominate) and than written out in full.
 BLOCK_SIZE = 128
 
 
@@ -165,7 +164,7 @@ def _take(workspace: torch.Tensor, *shape: int) -> torch.Tensor:
 
     Blocks are written into workspaces allocated once per call: a fresh tensor per block (a
     different size each, up to 8 MiB) is page-faulted in every time, which made the blocks'
-    matmuls 2-2.5x slower (1.1-4.7 ms against 0.6-1.9 ms at B 8, H 4, 128 x 128-512)."""
+    matmuls about twice as slow."""
     return workspace[: math.prod(shape)].view(shape)
 
 
@@ -176,8 +175,7 @@ def _future_bias(block: int, device: torch.device) -> torch.Tensor:
     A block of rows ``[r0, r1)`` sees keys ``[0, offset + r1)``; row ``r0 + i`` sees up to
     ``offset + r0 + i``, so only the last ``Tb - 1`` keys are masked, in this triangle. It is
     added, like ``layers.additive_mask`` (``x + 0`` is ``x``, ``x - inf`` is ``-inf``): an
-    in-place add runs 4.5x faster than ``masked_fill_`` with a broadcast bool mask (0.10 vs
-    0.46 ms at 32 x 128 x 127)."""
+    in-place add runs several times faster than ``masked_fill_`` with a broadcast bool mask."""
     rows = torch.arange(block, device=device).unsqueeze(1)
     cols = torch.arange(block - 1, device=device).unsqueeze(0)
     return torch.zeros(block, block - 1, device=device).masked_fill_(cols >= rows, float("-inf"))

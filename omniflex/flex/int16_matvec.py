@@ -1,11 +1,10 @@
 """``flex16_linear``: a frozen flex16 linear layer on the int16 mantissas, for decoding on CPU.
 
 Decoding one token multiplies one row by every weight matrix: at batch 1 the time goes into
-reading the weights (the tiny model's 24 MB of float32 weights were ~55 % of a compiled decode
-step here). A flex16 weight *is* int16 mantissas and one exponent, and a frozen flex input is
-int16 mantissas on its state's grid, so the product can be taken on the mantissas: half the
-bytes read, and 16 products per AVX2 instruction (``vpmaddwd``). ``csrc/int16_matvec.cpp`` does
-that; this module builds it on first use (``torch.utils.cpp_extension``: ~10 s once, kept under
+reading the weights. A flex16 weight *is* int16 mantissas and one exponent, and a frozen flex
+input is int16 mantissas on its state's grid, so the product can be taken on the mantissas: half
+the bytes read, and 16 products per AVX2 instruction (``vpmaddwd``). ``csrc/int16_matvec.cpp``
+does that; this module builds it on first use (``torch.utils.cpp_extension``, once, kept under
 ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``) and registers it as
 ``torch.ops.omniflex.flex16_linear`` with a fake implementation, so ``torch.compile`` graphs call
 it as an opaque kernel.

@@ -363,9 +363,8 @@ def _adam_core(
     """``FlexAdam._update_reference`` from the moments on, in one pass.
 
     The reference spends ~35 passes on a tensor (dequantise, quantise, clamp, divide, each
-    into a fresh tensor): 62-70 ms a step for the tiny model's 5.9 M values on two cores, 44-50
-    ms with this pass, which reads the two moments and the weight once and writes three int16
-    tensors (the moments' own updates stay eager: see ``FlexAdam._update_fused``). It runs the
+    into a fresh tensor); this pass reads the two moments and the weight once and writes three
+    int16 tensors (the moments' own updates stay eager: see ``FlexAdam._update_fused``). It runs the
     reference's float32 operations in the reference's order (the compiler is told not to
     contract them into fused multiply-adds), so every bit agrees; ``tests/flex/test_optim.py``
     checks that against the reference path. Quantisation is

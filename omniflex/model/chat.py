@@ -61,6 +61,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from omniflex.common.voices import check_preset_voice
 from omniflex.media.audio import read_audio
 from omniflex.media.errors import MediaError
 from omniflex.media.image import read_image
@@ -249,11 +250,10 @@ def _plan_message(conversation: dict[str, Any], m: int) -> list[_Item]:
 
 def _speech_item(part: dict[str, Any], p: int, where: str, items: list[_Item]) -> _Item:
     voice = part.get("voice")
-    if voice not in special.PRESET_VOICE_NAMES:
-        raise ChatFormatError(
-            f"{where}: assistant audio in voice {voice!r}; the model speaks only in the preset "
-            f"voices {', '.join(special.PRESET_VOICE_NAMES)} (set 'voice' to one of them)"
-        )
+    try:
+        check_preset_voice(voice)
+    except ValueError as err:
+        raise ChatFormatError(f"{where}: assistant audio: {err}; set its 'voice'") from None
     transcript = part.get("transcript")
     if not isinstance(transcript, str) or not transcript:
         raise ChatFormatError(

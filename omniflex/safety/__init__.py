@@ -12,13 +12,7 @@ from omniflex.safety.voice_classifier import (
     load_voice_classifier,
     save_voice_classifier,
 )
-from omniflex.safety.voices import (
-    OPENAI_VOICES,
-    preset_voice,
-    preset_voice_names,
-    resolve_voice,
-    validate_voice,
-)
+from omniflex.safety.voices import OPENAI_VOICES, preset_voice, resolve_voice
 
 __all__ = [
     "OPENAI_VOICES",
@@ -32,8 +26,6 @@ __all__ = [
     "VoiceGuard",
     "load_voice_classifier",
     "preset_voice",
-    "preset_voice_names",
     "resolve_voice",
     "save_voice_classifier",
-    "validate_voice",
 ]

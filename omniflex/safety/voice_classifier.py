@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from omniflex.common.folder import CONFIG_FILE, load_folder, save_folder
+from omniflex.common.voices import PRESET_VOICE_NAMES, check_preset_voice
 from omniflex.safety.voice_features import (
     FRAME_DIM,
     HOP,
@@ -53,7 +54,6 @@ from omniflex.safety.voice_features import (
     frame_features,
     pool_window,
 )
-from omniflex.safety.voices import preset_voice_names, validate_voice
 
 __all__ = [
     "SHIPPED",
@@ -92,7 +92,7 @@ class VoiceClassifier(nn.Module):
         patience: int = 2,
     ) -> None:
         super().__init__()
-        self.voices = tuple(voices or preset_voice_names())
+        self.voices = tuple(voices or PRESET_VOICE_NAMES)
         self.hidden, self.threshold, self.patience = hidden, float(threshold), int(patience)
         self.register_buffer("feature_mean", torch.zeros(POOLED_DIM))
         self.register_buffer("feature_std", torch.ones(POOLED_DIM))
@@ -201,7 +201,7 @@ class VoiceGuard:
     """One streaming session: blocks the output once it stops sounding like ``voice``."""
 
     def __init__(self, voice: str, model: VoiceClassifier) -> None:
-        self.voice = validate_voice(voice)
+        self.voice = check_preset_voice(voice)
         if self.voice not in model.voices:
             raise ValueError(
                 f"the voice classifier knows {', '.join(model.voices)}, not {voice!r}; "

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from omniflex.common.voices import PRESET_VOICE_NAMES
 from omniflex.safety.voice_classifier import (
     SHIPPED,
     VoiceClassifier,
@@ -36,7 +37,6 @@ from omniflex.safety.voice_classifier import (
     save_voice_classifier,
 )
 from omniflex.safety.voice_features import clip_frame_features, window_features
-from omniflex.safety.voices import preset_voice_names
 
 __all__ = [
     "Clip",
@@ -52,7 +52,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class VoiceTrainConfig:
-    """Sizes of one training run (defaults: about two minutes on one CPU thread)."""
+    """Sizes of one training run."""
 
     clips_per_preset: int = 250
     input_clips: int = 600
@@ -137,7 +137,7 @@ def _training_windows(
     clips: list[Clip], cfg: VoiceTrainConfig, progress: Callable[[str], None]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled windows ``(N, POOLED_DIM)`` and multi-hot targets ``(N, V)``."""
-    voices = preset_voice_names()
+    voices = PRESET_VOICE_NAMES
     rng = np.random.default_rng(cfg.seed)
     presets = {v: [c for c in clips if c.role == "assistant" and c.voice == v] for v in voices}
     users = [c for c in clips if c.role == "user"]
@@ -175,7 +175,7 @@ def _fit(
     x: np.ndarray, y: np.ndarray, cfg: VoiceTrainConfig, progress: Callable
 ) -> VoiceClassifier:
     torch.manual_seed(cfg.seed)
-    model = VoiceClassifier(preset_voice_names(), cfg.hidden, patience=cfg.patience)
+    model = VoiceClassifier(PRESET_VOICE_NAMES, cfg.hidden, patience=cfg.patience)
     x_t, y_t = torch.from_numpy(x).float(), torch.from_numpy(y).float()
     model.feature_mean.copy_(x_t.mean(0))
     model.feature_std.copy_(x_t.std(0).clamp_min(1e-3))
@@ -209,7 +209,7 @@ def stream_set(
     speaking voice's role (``preset`` or ``held_out``/``input``), ``kind`` says how the audio was
     made (``plain``, ``pitch_shift``, ``switch``: a preset clip then another voice).
     Sessions are assigned in ``stream_results``."""
-    from omniflex.data.voices import voice as voice_info
+    from omniflex.common.voices import voice as voice_info
 
     rng = np.random.default_rng(seed)
     presets = [c for c in clips if c.role == "assistant"]

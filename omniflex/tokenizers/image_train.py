@@ -159,7 +159,7 @@ def train_image_tokenizer(
             the returned tokenizer is a plain float32 module holding the trained weights.
         threads: torch CPU threads while training (the previous count is restored afterwards).
         seed: seeds the weights, the training scenes and the batch order.
-        n_scenes: training scenes rendered up front (~4 ms each), seen under 8 flips/transposes.
+        n_scenes: training scenes rendered up front, seen under 8 flips/transposes.
         digit_fraction: chance that an image of a batch is one of the 1500 training digits.
         edge_weight: weight of an L1 loss on horizontal and vertical pixel differences, added
             to the MSE: it asks for sharp shape outlines, which MSE alone trades for background.

@@ -28,10 +28,10 @@ Modalities (each span of non-text tokens sits between its open and close marker)
 
 Output voices
 
-* ``<|voice:NAME|>`` — one per *preset* voice (``PRESET_VOICE_NAMES``), placed before the
-  assistant's audio to choose the voice it speaks in. Only preset voices have a token: the model
-  has no way to ask for any other voice (the first mitigation against unauthorised voice
-  generation).
+* ``<|voice:NAME|>`` — one per *preset* voice (``PRESET_VOICE_NAMES``, in the order of
+  ``omniflex.common.voices``, which must never change), placed before the assistant's audio to
+  choose the voice it speaks in. Only preset voices have a token: the model has no way to ask for
+  any other voice (the first mitigation against unauthorised voice generation).
 
 Turn-taking
 
@@ -62,6 +62,8 @@ Reserved
 from __future__ import annotations
 
 import math
+
+from omniflex.common.voices import PRESET_VOICE_NAMES, check_preset_voice
 
 __all__ = [
     "ASSISTANT",
@@ -113,10 +115,6 @@ VIDEO, VIDEO_END = "<|video|>", "<|/video|>"
 INTERRUPT = "<|interrupt|>"
 SILENCE = "<|silence|>"
 MEL, PATCH = "<|mel|>", "<|patch|>"  # input placeholders (slots 0 and 1 of the reserved block)
-
-#: The preset output voices, as in ``omniflex.data.voices.PRESET_VOICES`` (this layer may not
-#: import ``omniflex.data``; a test keeps the two equal).
-PRESET_VOICE_NAMES: tuple[str, ...] = ("aria", "bram", "cleo", "dax")
 
 TIME_STEP_SECONDS = 0.5
 TIME_CAP_SECONDS = 60.0
@@ -192,12 +190,7 @@ def is_special(token: str) -> bool:
 
 def voice_token(voice: str) -> str:
     """``"aria"`` -> ``"<|voice:aria|>"``; only preset voices have one (``ValueError`` else)."""
-    if voice not in PRESET_VOICE_NAMES:
-        raise ValueError(
-            f"{voice!r} is not a preset voice; the model speaks only in "
-            f"{', '.join(PRESET_VOICE_NAMES)}"
-        )
-    return f"<|voice:{voice}|>"
+    return f"<|voice:{check_preset_voice(voice)}|>"
 
 
 def time_token(seconds: float) -> str:

@@ -28,7 +28,7 @@ from omniflex.train.optim import build_optimizer
 from omniflex.train.recipes import RECIPES_DIR, list_recipes, load_recipe
 from omniflex.train.run import build_omni_model, run_training, train_main
 from omniflex.train.schedule import CosineSchedule
-from omniflex.train.tensorboard import EventFileWriter, read_scalars
+from omniflex.train.tensorboard import EventFileWriter
 from omniflex.train.trainer import Trainer, TrainResult
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "load_model_state",
     "load_recipe",
     "read_metrics",
-    "read_scalars",
     "restore_rng_state",
     "run_training",
     "shutdown_distributed",

@@ -1,39 +1,21 @@
-"""``python -m omniflex.train --recipe NAME [key=value ...] [--resume]`` (``torchrun`` too)."""
+"""``python -m omniflex.train ARGS`` is ``omniflex train ARGS`` (``torchrun -m omniflex.train``
+too), kept for the commands already written down in recipes and the README.
+
+A launcher, not part of the library: it is the one file in ``omniflex.train`` that reaches up
+to ``omniflex.cli``, whose ``train`` command owns the only training parser.
+"""
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from collections.abc import Sequence
 
-from omniflex.train.config import TrainConfig
-from omniflex.train.recipes import list_recipes
-from omniflex.train.run import train_main
+from omniflex.cli.main import main as omniflex_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m omniflex.train",
-        description="Train an omni model from a recipe; launch with torchrun for several "
-        "processes.",
-        epilog=f"recipes: {', '.join(list_recipes()) or 'none found'}; "
-        f"override keys: {', '.join(TrainConfig.field_names())}, model_overrides.FIELD",
-    )
-    parser.add_argument("--recipe", default="tiny", help="recipe name in recipes/ or a YAML path")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    args = parser.parse_args(argv)
-    is_main = os.environ.get("RANK", "0") == "0"
-    try:
-        out_dir = train_main(args.recipe, args.overrides, resume=args.resume)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:  # a user error: no traceback
-        if is_main:
-            print(f"error: {err}", file=sys.stderr)
-        return 2
-    if is_main:
-        print(f"run folder: {out_dir}")
-    return 0
+    """Run ``omniflex train`` with ``argv`` (default: this process's arguments)."""
+    return omniflex_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

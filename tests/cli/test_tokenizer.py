@@ -18,8 +18,8 @@ def test_roundtrip_text_is_exact(tmp_path, capsys):
 
 
 def test_roundtrip_audio_writes_reconstruction(tmp_path, capsys):
+    from omniflex.common.voices import voice
     from omniflex.data.speech import synthesize
-    from omniflex.data.voices import voice
 
     src = write_audio(tmp_path / "say.flac", synthesize("seven plus two is nine.", voice("lia")))
     assert main(["tokenizer", "roundtrip", str(src), "--json"]) == 0

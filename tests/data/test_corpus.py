@@ -9,6 +9,13 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from omniflex.common.voices import (
+    HELD_OUT_VOICES,
+    INPUT_VOICES,
+    PRESET_VOICES,
+    TEST_VOICES,
+    VAL_VOICES,
+)
 from omniflex.data import build as build_mod
 from omniflex.data.adapters import convert_dataset
 from omniflex.data.build import build_corpus
@@ -18,13 +25,6 @@ from omniflex.data.shards import CorruptShardError, ShardWriter, read_shard
 from omniflex.data.speech import EspeakMissingError
 from omniflex.data.tasks import TASKS
 from omniflex.data.templates import TEMPLATES, template_ids
-from omniflex.data.voices import (
-    HELD_OUT_VOICES,
-    INPUT_VOICES,
-    PRESET_VOICES,
-    TEST_VOICES,
-    VAL_VOICES,
-)
 from omniflex.media import read_audio, read_image, read_video
 
 MICRO = {t: 3 for t in build_mod.SIZES["tiny"]}

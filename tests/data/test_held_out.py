@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from omniflex.common.voices import INPUT_VOICES, TEST_VOICES
 from omniflex.data import lexicon as lx
 from omniflex.data.build import iter_conversations, split_count
 from omniflex.data.grammar import covering_sentences, split_of
@@ -17,7 +18,6 @@ from omniflex.data.tasks import (
     SEEN_SENTENCE_POOL,
     number_words,
 )
-from omniflex.data.voices import INPUT_VOICES, TEST_VOICES
 
 SIZE = "tiny"
 # GPT-2's pre-tokenizer (the text BPE's): a word piece carries its leading space and its case,

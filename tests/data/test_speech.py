@@ -1,17 +1,9 @@
 import numpy as np
 import pytest
 
+from omniflex.common.voices import voice
 from omniflex.data.speech import add_noise, change_speed, reverberate, synthesize
-from omniflex.data.voices import HELD_OUT_VOICES, INPUT_VOICES, PRESET_VOICES, VOICES, voice
 from omniflex.media import SAMPLE_RATE
-
-
-def test_voice_registry_roles():
-    assert len(PRESET_VOICES) == 4 and len(INPUT_VOICES) >= 4 and len(HELD_OUT_VOICES) >= 2
-    assert len({v.name for v in VOICES}) == len(VOICES)
-    assert len({(v.espeak, v.pitch, v.speed) for v in VOICES}) == len(VOICES)
-    with pytest.raises(ValueError, match="known voices"):
-        voice("morgan")
 
 
 def test_synthesis_is_16k_deterministic_and_voice_dependent():

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from omniflex.common.voices import PRESET_VOICES
 from omniflex.data.scenes import Scene, SceneObject
 from omniflex.data.shards import ShardWriter, read_shard
 from omniflex.data.tasks import TASKS, make_sample
-from omniflex.data.voices import PRESET_VOICES
 from omniflex.eval import capabilities
 from omniflex.eval.capabilities import (
     SAFETY_TASKS,

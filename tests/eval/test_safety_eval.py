@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from omniflex.cli import eval as eval_cli
+from omniflex.common.voices import TEST_VOICES
 from omniflex.data.shards import read_shard
-from omniflex.data.voices import TEST_VOICES
 from omniflex.eval import capabilities
 from omniflex.eval.safety_eval import (
     BEHAVIOUR_FIGURES,

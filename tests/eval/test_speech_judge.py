@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from omniflex.common.voices import TEST_VOICES
 from omniflex.data.speech import synthesize
-from omniflex.data.voices import TEST_VOICES
 from omniflex.eval.speech_judge import (
     ALPHABET,
     SPEECH_JUDGE_ASSETS,

@@ -3,8 +3,8 @@ import functools
 import numpy as np
 import pytest
 
+from omniflex.common.voices import voice
 from omniflex.data.speech import add_noise, synthesize
-from omniflex.data.voices import voice
 from omniflex.safety.voice_classifier import VoiceDecision, VoiceGuard, load_voice_classifier
 from omniflex.safety.voice_features import STEP_SAMPLES
 from omniflex.safety.voice_train import codec_roundtrip

@@ -202,8 +202,8 @@ def test_shipped_codec_quality() -> None:
     """The shipped codec on a sentence it never saw, in a held-out voice: the quality figures
     the benchmark reports (``omniflex bench tokenizers --only audio``) hold here too, with margin.
     """
+    from omniflex.common.voices import voice
     from omniflex.data.speech import synthesize
-    from omniflex.data.voices import voice
     from omniflex.eval.audio_metrics import mel_cepstral_distortion, speaker_similarity
 
     codec = load_tokenizer("audio")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omniflex.data.voices import HELD_OUT_VOICES, INPUT_VOICES, PRESET_VOICES
+from omniflex.common.voices import HELD_OUT_VOICES, INPUT_VOICES, PRESET_VOICES
 from omniflex.tokenizers import special
 from omniflex.tokenizers.special import (
     NUM_RESERVED,
@@ -149,7 +149,7 @@ def test_token_time_inverts_every_marker() -> None:
         token_time("<|user|>")
 
 
-def test_preset_voices_match_data_layer() -> None:
+def test_every_preset_voice_has_a_token() -> None:
     assert tuple(v.name for v in PRESET_VOICES) == PRESET_VOICE_NAMES
     for name in PRESET_VOICE_NAMES:
         assert is_special(voice_token(name))

@@ -1,13 +1,12 @@
-"""Metrics: TensorBoard event files (CRC and protobuf framing), JSONL records, resume trimming."""
+"""Metrics: TensorBoard event files (read back by TensorBoard's own readers), JSONL records,
+resume trimming."""
 
 import struct
 
-from omniflex.train import EventFileWriter, MetricsLogger, read_metrics, read_scalars
-from omniflex.train.tensorboard import crc32c
+import pytest
 
-
-def test_crc32c_matches_the_standard_check_value():
-    assert crc32c(b"123456789") == 0xE3069283
+from omniflex.train import EventFileWriter, MetricsLogger, read_metrics
+from tests.train.events import raw_events, scalars
 
 
 def test_event_file_holds_the_scalars(tmp_path):
@@ -18,9 +17,22 @@ def test_event_file_holds_the_scalars(tmp_path):
     data = writer.path.read_bytes()
     (first_len,) = struct.unpack("<Q", data[:8])
     assert b"brain.Event:2" in data[12 : 12 + first_len]  # the file-version record comes first
-    got = read_scalars(writer.path)
-    assert [(s, t) for s, t, _ in got] == [(3, "train/loss"), (3, "train/lr"), (4, "train/loss")]
-    assert got[0][2] == 2.5 and abs(got[1][2] - 1e-3) < 1e-9
+    events = raw_events(writer.path)
+    assert events[0].file_version == "brain.Event:2"
+    got = [(e.step, [(v.tag, v.simple_value) for v in e.summary.value]) for e in events[1:]]
+    assert got == [(3, [("train/loss", 2.5), ("train/lr", pytest.approx(1e-3))]),
+                   (4, [("train/loss", 2.25)])]  # fmt: skip
+
+
+def test_a_corrupt_record_ends_what_tensorboard_reads(tmp_path):
+    writer = EventFileWriter(tmp_path)
+    writer.add_scalars(1, {"train/loss": 2.0})
+    writer.add_scalars(2, {"train/loss": 1.0})
+    writer.close()
+    data = bytearray(writer.path.read_bytes())
+    data[-6] ^= 0xFF  # inside the last record's data: its CRC no longer matches
+    writer.path.write_bytes(bytes(data))
+    assert [e.step for e in raw_events(writer.path)] == [0, 1]
 
 
 def test_logger_writes_jsonl_and_tensorboard_and_trims_on_resume(tmp_path):
@@ -32,10 +44,14 @@ def test_logger_writes_jsonl_and_tensorboard_and_trims_on_resume(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 3]
     events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert len(events) == 1
-    assert "val/loss" in {t for _, t, _ in read_scalars(events[0])}
+    assert scalars(tmp_path / "tb")["val/loss"] == [(3, 1.5)]
 
     resumed = MetricsLogger(tmp_path, total_steps=10, start_step=2, progress=False)
     resumed.log(3, {"loss": 0.5})
     resumed.close()
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [(r["step"], r.get("loss")) for r in records] == [(1, 3.0), (2, 2.0), (3, 0.5)]
+    # TensorBoard drops the killed session's step 3 (loss and val/loss) for the resumed one.
+    shown = scalars(tmp_path / "tb")
+    assert shown["train/loss"] == [(1, 3.0), (2, 2.0), (3, 0.5)]
+    assert shown.get("val/loss", []) == []

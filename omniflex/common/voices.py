@@ -1,4 +1,7 @@
-"""The voice registry: who speaks in the corpus, and in which split.
+"""The voice registry: who speaks in the corpus, in which split, and in which voices the model
+may answer. One list, in the bottom layer, because the corpus (``omniflex.data``), the special
+tokens (``omniflex.tokenizers``, one ``<|voice:NAME|>`` per preset), the model and the safety
+layer all name these voices, and none of those may import another's layer for it.
 
 * **Preset voices** are the only voices the model ever answers in (the GPT-4o system card's first
   mitigation); they appear in training as *output* speech.
@@ -7,6 +10,9 @@
   unseen speakers (and the voice classifier's false-accept rate).
 
 Each voice is an espeak-ng voice, variant, pitch and speed; the names are omniflex's own.
+
+The preset voices' order is the order of their special tokens: never reorder, rename or remove a
+preset (it would shift the ids of every trained tokenizer and checkpoint).
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ __all__ = [
     "HELD_OUT_VOICES",
     "INPUT_VOICES",
     "PRESET_VOICES",
+    "PRESET_VOICE_NAMES",
     "TEST_VOICES",
     "VAL_VOICES",
     "VOICES",
     "Voice",
+    "check_preset_voice",
     "voice",
 ]
 
@@ -96,6 +104,7 @@ VOICES: tuple[Voice, ...] = (
 # fmt: on
 
 PRESET_VOICES = tuple(v for v in VOICES if v.role == "preset")
+PRESET_VOICE_NAMES: tuple[str, ...] = tuple(v.name for v in PRESET_VOICES)
 INPUT_VOICES = tuple(v for v in VOICES if v.role == "input")
 HELD_OUT_VOICES = tuple(v for v in VOICES if v.role == "held_out")
 VAL_VOICES = HELD_OUT_VOICES[:2]
@@ -108,3 +117,14 @@ def voice(name: str) -> Voice:
     if name not in _BY_NAME:
         raise ValueError(f"unknown voice {name!r}; known voices: {', '.join(_BY_NAME)}")
     return _BY_NAME[name]
+
+
+def check_preset_voice(name: object) -> str:
+    """Return ``name`` if it is a preset voice; else a ``ValueError`` listing the presets."""
+    if not isinstance(name, str) or name not in PRESET_VOICE_NAMES:
+        raise ValueError(
+            f"voice {name!r} is not a preset voice; the model speaks only in "
+            f"{', '.join(PRESET_VOICE_NAMES)} — pick one of those (other voices cannot be "
+            "requested)"
+        )
+    return name

@@ -1,0 +1,163 @@
+"""``omniflex bench flex | tokenizers | model | realtime``: benchmarks, each against float32 or
+a reference in the same run.
+
+Each suite imports what it measures when it runs, so that building the parser (every
+``omniflex`` call, ``--help`` included) does not load the model, the tokenizers or the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from omniflex.flex.bench import BENCHMARKS
+
+__all__ = ["add_parser"]
+
+
+def _cmd_flex(args: argparse.Namespace) -> int:
+    from omniflex.flex.bench import run_flex_benchmarks
+
+    results = run_flex_benchmarks(args.only)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for name, value in results.items():
+            ratio = value.get("ratio") if isinstance(value, dict) else None
+            goal = value.get("goal", "") if isinstance(value, dict) else ""
+            shown = f"{ratio:.3f} (goal {goal})" if ratio is not None else json.dumps(value)
+            print(f"{name:<24} {shown}")
+    return 0
+
+
+def _cmd_tokenizers(args: argparse.Namespace) -> int:
+    from omniflex.eval.tokenizer_bench import run_tokenizer_benchmarks
+
+    results = run_tokenizer_benchmarks(args.corpus, only=args.only, quick=args.quick)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    from omniflex.model.bench import run_model_benchmarks
+
+    print(json.dumps(run_model_benchmarks(args.only, threads=args.threads), indent=2))
+    return 0
+
+
+def _cmd_realtime(args: argparse.Namespace) -> int:
+    from omniflex.serve.bench import run_realtime_bench
+
+    result = run_realtime_bench(
+        model=args.model, precision=args.precision, turns=args.turns, sessions=args.sessions,
+        speed=args.speed, corpus=args.corpus, force_speech=args.force_speech,
+        compile=args.compile,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:<28} {json.dumps(value)}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``omniflex bench flex | tokenizers | model | realtime`` on the top-level
+    subparsers."""
+    bench = subparsers.add_parser(
+        "bench", help="benchmarks that print ratios against float32",
+        description="Benchmarks. Each compares against float32 in the same run.",
+    )  # fmt: skip
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="SUITE", required=True)
+    flex = bench_sub.add_parser(
+        "flex",
+        help="Flexpoint speed, memory and SQNR against float32",
+        description=(
+            "Measure Flexpoint against float32 on this machine: quantise vs clone of 16M "
+            "elements, forward+backward of a 1024x1024 Linear and of a small MLP, stored "
+            "parameter bytes in paper mode, and SQNR (dB) of a Linear, Conv2d and Embedding. "
+            f"Benchmarks: {', '.join(BENCHMARKS)}."
+        ),
+    )
+    flex.add_argument("--json", action="store_true", help="print the results as JSON")
+    flex.add_argument(
+        "--only", action="append", choices=list(BENCHMARKS), help="run only these (repeatable)"
+    )
+    flex.set_defaults(func=_cmd_flex)
+
+    tokenizers = bench_sub.add_parser(
+        "tokenizers",
+        help="quality, latency and speed of the shipped tokenizers (JSON)",
+        description=(
+            "Measure the shipped tokenizers on the corpus's held-out test split against the "
+            "targets: audio speaker similarity and mel-cepstral distortion, latency, streaming "
+            "decode speed; image PSNR on scenes and digits and the scene judge's match rate; "
+            "text round trip; video token rates. Prints JSON."
+        ),
+    )
+    tokenizers.add_argument(
+        "--corpus", default="data/tiny", help="corpus folder (default: data/tiny)"
+    )
+    tokenizers.add_argument(
+        "--only", action="append", choices=["text", "image", "audio", "video"],
+        help="run only these (repeatable)",
+    )  # fmt: skip
+    tokenizers.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    tokenizers.set_defaults(func=_cmd_tokenizers)
+
+    model = bench_sub.add_parser(
+        "model",
+        help="omni transformer speed and memory: flex16 vs float32 vs Hugging Face GPT-2 (JSON)",
+        description=(
+            "Measure the tiny omni transformer on the shipped vocabulary, in one run: decode "
+            "tokens/s at batch 1 with the KV cache against a Hugging Face transformers GPT-2 of "
+            "the same layers, width, heads and vocabulary (needs `pip install transformers`), "
+            "ours eagerly and through the compiled forward (compiled before timing; the "
+            "compilation's seconds are reported; flex16+5 also without the int16 decode "
+            "kernel, for its share); flex16+5 training step at the tiny recipe's batch "
+            "(8 x 512, after 2 untimed warm-up steps) and inference step time against "
+            "float32; flex16 weight and "
+            "KV-cache bytes against float32. Prints JSON with each ratio beside its target."
+        ),
+    )
+    model.add_argument(
+        "--only", action="append", choices=["memory", "decode", "inference_step", "train_step"],
+        help="run only these (repeatable)",
+    )  # fmt: skip
+    model.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    model.set_defaults(func=_cmd_model)
+
+    realtime = bench_sub.add_parser(
+        "realtime", help="Realtime speech latency, concurrency and real-time factor (JSON)",
+        description=(
+            "Start the server in-process on a free loopback port and drive it with the official "
+            "openai client: stream spoken questions in held-out voices (the corpus's test split, "
+            "else espeak-ng) as pcm16 appends, and measure, at the client, speech_stopped -> "
+            "first response.output_audio.delta over TURNS turns (min/p50/p90), the in-process "
+            "compute floor of each turn, SESSIONS concurrent sessions' p90 against one "
+            "session's, and the output real-time factor."
+        ),
+    )  # fmt: skip
+    realtime.add_argument("--model", default="tiny", help="shipped model or model folder (tiny)")
+    realtime.add_argument("--precision", choices=["float32"], help="as trained unless float32")
+    realtime.add_argument("--turns", type=int, default=20, help="spoken turns per phase (20)")
+    realtime.add_argument("--sessions", type=int, default=4, help="concurrent sessions (4)")
+    realtime.add_argument(
+        "--speed", type=float, default=1.0, help="audio send rate in multiples of real time (1.0)"
+    )
+    realtime.add_argument(
+        "--corpus", default="data/tiny", help="corpus with test shards (data/tiny)"
+    )
+    realtime.add_argument(
+        "--force-speech", action="store_true",
+        help="script each answer's shape (text chunk + audio frames) for a placeholder model "
+        "that answers without speech; compute is the real model's",
+    )  # fmt: skip
+    realtime.add_argument(
+        "--compile", action="store_true",
+        help="serve through the compiled forward (compiled before timing)",
+    )  # fmt: skip
+    realtime.add_argument("--json", action="store_true", help="print the results as JSON")
+    realtime.set_defaults(func=_cmd_realtime)
+    return bench
