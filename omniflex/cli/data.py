@@ -1,5 +1,5 @@
-"""``omniflex data build | convert | tokenize``: the omni corpus as WebDataset shards, and its
-token caches for training.
+"""``omniflex data build | extend | convert | tokenize``: the omni corpus as WebDataset shards,
+and its token caches for training.
 
 Each command imports what it runs when it runs, so that building the parser (every
 ``omniflex`` call, ``--help`` included) does not load the generators, the model or the
@@ -24,6 +24,27 @@ def _cmd_build(args: argparse.Namespace) -> int:
         f"wrote {card['samples']} samples in {len(card['shards'])} shards to {args.out} "
         f"({card['speech_hours']} h speech, {card['images']} images, {card['videos']} videos); "
         f"data card: {args.out}/data_card.md"
+    )
+    return 0
+
+
+def _cmd_extend(args: argparse.Namespace) -> int:
+    from omniflex.data.build import extend_corpus
+
+    counts = {}
+    for item in args.train:
+        task, _, n = item.partition("=")
+        try:
+            counts[task] = int(n)
+        except ValueError:
+            raise SystemExit(
+                f"omniflex data extend: --train takes TASK=COUNT (e.g. asr=14000), got {item!r}"
+            ) from None
+    card = extend_corpus(args.corpus, counts, workers=args.workers)
+    print(
+        f"{args.corpus} now holds {card['samples']} samples in {len(card['shards'])} shards; "
+        f"training counts extended to {card['train_extended']}; data card: "
+        f"{args.corpus}/data_card.md"
     )
     return 0
 
@@ -105,6 +126,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     build.add_argument("--workers", type=int, help="worker processes (default: up to 4)")
     build.set_defaults(func=_cmd_build)
+    extend = data_sub.add_parser(
+        "extend",
+        help="add training samples of some tasks to a built corpus",
+        description=(
+            "Add training samples of chosen tasks to a built corpus, e.g. more heard speech: "
+            "`--train asr=14000` generates ASR samples from the current count up to 14,000 with "
+            "the corpus's seed (the samples a corpus built with that count would hold) into "
+            "train-<task>-from<k>-*.tar shards, which `omniflex data tokenize` reads with the "
+            "rest. Validation and test never change; the data card records the extension."
+        ),
+    )
+    extend.add_argument(
+        "--corpus", default="data/tiny", help="corpus folder (default: %(default)s)"
+    )
+    extend.add_argument(
+        "--train", action="append", required=True, metavar="TASK=COUNT",
+        help="a task and its new number of training samples (repeatable)",
+    )  # fmt: skip
+    extend.add_argument("--workers", type=int, help="worker processes (default: up to 4)")
+    extend.set_defaults(func=_cmd_extend)
     convert = data_sub.add_parser(
         "convert",
         help="convert LibriSpeech, LJSpeech or COCO captions on disk into shards",

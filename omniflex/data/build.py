@@ -297,6 +297,11 @@ def _card_markdown(card: dict[str, Any]) -> str:
         f"{card['samples']} samples in {len(card['shards'])} WebDataset shards; "
         f"{card['speech_hours']} h of speech, {card['images']} images, {card['videos']} videos.",
         "",
+    ]
+    if card.get("train_extended"):
+        grown = ", ".join(f"{t} to {n}" for t, n in card["train_extended"].items())
+        lines += [f"Training split extended (`omniflex data extend`): {grown}.", ""]
+    lines += [
         "## Samples per task",
         "",
         "| task | train | val | test |",

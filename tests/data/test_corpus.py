@@ -225,3 +225,35 @@ def test_coco_round_trip_and_missing_folder(tmp_path):
     assert img.shape == (64, 64, 3) and img[..., 0].mean() > 150
     with pytest.raises(FileNotFoundError, match="nowhere"):
         convert_dataset("coco", tmp_path / "nowhere", tmp_path / "y")
+
+
+def test_extend_adds_training_samples_and_leaves_held_out_splits(corpus, tmp_path):
+    from omniflex.data.build import extend_corpus
+    from omniflex.data.tasks import make_sample
+
+    root = tmp_path / "c"
+    shutil.copytree(corpus, root)
+    held_out = {
+        p.name: p.read_bytes() for p in root.glob("*.tar") if not p.name.startswith("train")
+    }
+    card = extend_corpus(root, {"asr": 5}, workers=1, progress=False)
+    new = sorted(p.name for p in root.glob("train-asr-from3-*.tar"))
+    assert new == ["train-asr-from3-00000.tar"]
+    got = list(read_shard(root / new[0]))
+    assert [s.key for s in got] == ["train_asr_0000003", "train_asr_0000004"]
+    for sample in got:  # what a corpus built with 5 ASR samples would hold
+        twin = make_sample("asr", "train", int(sample.key[-7:]), 0)
+        assert sample.conversation == twin.conversation
+        assert sample.files == twin.media
+    assert {p.name: p.read_bytes() for p in root.glob("*.tar")
+            if not p.name.startswith("train")} == held_out  # fmt: skip
+    assert card["train_extended"] == {"asr": 5}
+    assert card["samples_per_split_task"]["train/asr"] == 5
+    assert set(new) <= set(card["shards"])
+    assert "extended (`omniflex data extend`): asr to 5" in (root / "data_card.md").read_text()
+    with pytest.raises(ValueError, match="already holds 5"):
+        extend_corpus(root, {"asr": 4}, workers=1, progress=False)
+    with pytest.raises(ValueError, match="unknown task"):
+        extend_corpus(root, {"nope": 9}, workers=1, progress=False)
+    with pytest.raises(FileNotFoundError, match="data build"):
+        extend_corpus(tmp_path / "none", {"asr": 9}, workers=1, progress=False)
