@@ -237,6 +237,12 @@ class Session:
         self._frame_ends: list[int] = []  # sequence position after each answer audio frame
         self.generator.tokens.append(a._sid[special.BOS])
 
+    @property
+    def answer_start(self) -> int | None:
+        """Sequence position where the latest answer's turn starts (its ``<|assistant|>``
+        token): everything before it is the answer's input. ``None`` before any answer."""
+        return self._answer_start
+
     # ---------------------------------------------------------------- input
     @property
     def tokens(self) -> list[int]:

@@ -250,10 +250,6 @@ class OmniModel(nn.Module):
         return (ce * weight).sum() / weight.sum().clamp(min=1.0)
 
     # ------------------------------------------------------------------ accounting
-    def num_parameters(self) -> int:
-        """Parameters, each shared tensor counted once."""
-        return sum(p.numel() for p in self._unique_parameters())
-
     def weight_nbytes(self) -> int:
         """Bytes the weights occupy as stored: flex mantissas + exponents, or float."""
         total = 0

@@ -642,7 +642,7 @@ class RealtimeConnection:
         self._answer_item = None
 
         def cut() -> None:
-            if self.session._answer_start is not None:
+            if self.session.answer_start is not None:
                 kept = self.session.interrupt(played_seconds)
                 log.info(
                     "answer cut",
@@ -859,10 +859,10 @@ class RealtimeConnection:
                          "output_index": 0, "item": dict(item)})  # fmt: skip
         await self.send({"type": "conversation.item.done", "item": dict(item),
                          "previous_item_id": previous})  # fmt: skip
-        answer_tokens = max(0, len(session.tokens) - (session._answer_start or 0))
+        answer_tokens = max(0, len(session.tokens) - (session.answer_start or 0))
         response.update(
             status=status, status_details=details, output=[item],
-            usage={"total_tokens": len(session.tokens), "input_tokens": session._answer_start,
+            usage={"total_tokens": len(session.tokens), "input_tokens": session.answer_start,
                    "output_tokens": answer_tokens},
         )  # fmt: skip
         await self.send({"type": "response.done", "response": response})

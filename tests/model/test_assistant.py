@@ -131,7 +131,11 @@ def test_incremental_user_audio_equals_whole_turn(
 def test_answer_modalities_are_respected(assistant: Assistant):
     session = assistant.session()
     session.add_text("draw a blue square")
+    assert session.answer_start is None
+    prompt = len(session.tokens)
     answer = session.answer(modalities=("text",), max_new_tokens=40)
+    assert session.answer_start == prompt  # the <|assistant|> token follows the prompt
+    assert session.tokens[prompt] == SID(special.ASSISTANT)
     generated = session.tokens[session._prompt_end :]
     assert 0 < answer.tokens <= 40
     banned = {SID(special.AUDIO), SID(special.IMAGE)}
