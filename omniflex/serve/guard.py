@@ -8,11 +8,19 @@ the reason.
 ``make_output_guard`` uses ``omniflex.safety`` (the streaming ``VoiceGuard`` for the preset voice
 and the moderation ``Policy`` on text) when that package and its shipped weights load, and a
 pass-through guard otherwise, so the server runs while the safety layer is being built.
+
+``check_input`` moderates the request before anything is generated: its typed words and, with
+``hear``, what the user *said*. Spoken requests are transcribed by the independent speech judge
+(``omniflex.eval.speech_judge``: a CTC recogniser trained on espeak-ng speech apart from the
+model, WER 0.08 on held-out voices) rather than by the model itself, whose own recognition is
+not yet good enough to decide on (ASR WER ~0.9 at the time of writing is in the README).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +68,13 @@ class OutputGuard:
         return _ALLOW
 
     def check_input(self, text: str) -> GuardDecision:
-        """The user's text, before anything is generated."""
+        """The user's request (typed words and heard speech), before anything is generated."""
         return _ALLOW
+
+    def hear(self, clips: Sequence[np.ndarray]) -> str:
+        """What the user said in ``clips`` (16 kHz mono float32), for ``check_input``; the
+        pass-through guard hears nothing."""
+        return ""
 
     refusal = "I can't help with that."
 
@@ -71,9 +84,12 @@ class SafetyOutputGuard(OutputGuard):
 
     name = "omniflex.safety"
 
-    def __init__(self, voice_guard_factory: Any, policy: Any | None) -> None:
+    def __init__(
+        self, voice_guard_factory: Any, policy: Any | None, judge: Any | None = None
+    ) -> None:
         self._factory = voice_guard_factory
         self._policy = policy
+        self._judge = judge
         self._voice: Any = None
 
     def start(self, voice: str | None) -> None:
@@ -106,6 +122,12 @@ class SafetyOutputGuard(OutputGuard):
         category = (verdict.event or {}).get("category", "disallowed")
         return GuardDecision(False, f"moderation flagged the request ({category})")
 
+    def hear(self, clips: Sequence[np.ndarray]) -> str:
+        if self._policy is None or self._judge is None or not clips:
+            return ""
+        with _JUDGE_LOCK:  # one transcription at a time: the judge memoises as it decodes
+            return " ".join(t for t in self._judge.transcribe(list(clips)) if t)
+
 
 def make_output_guard(enabled: bool = True, *, moderation: bool = True) -> OutputGuard:
     """A fresh guard for one answer: ``SafetyOutputGuard`` when ``omniflex.safety`` loads — with
@@ -116,11 +138,32 @@ def make_output_guard(enabled: bool = True, *, moderation: bool = True) -> Outpu
     policy = policy if moderation else None
     if factory is None and policy is None:
         return OutputGuard()
-    return SafetyOutputGuard(factory, policy)
+    return SafetyOutputGuard(factory, policy, _speech_judge() if policy else None)
 
 
 _SAFETY: tuple[Any, Any] | None = None
 _SAFETY_ERRORS: dict[str, str] = {}
+_JUDGE: list[Any] = []  # [judge or None] once loaded
+_JUDGE_LOCK = threading.Lock()
+
+
+def _speech_judge() -> Any | None:
+    """The shipped speech judge, loaded once; None (logged once) if it cannot load, and then
+    spoken requests go unmoderated, which ``/healthz`` says."""
+    with _JUDGE_LOCK:
+        if not _JUDGE:
+            try:
+                from omniflex.eval.speech_judge import SpeechJudge
+
+                judge = SpeechJudge.load()
+                judge.snap("warm up")  # phonemises the vocabulary now, not in a request
+                _JUDGE.append(judge)
+            except Exception as err:
+                log.warning("speech judge unavailable (%s); spoken requests are not moderated",
+                            err)  # fmt: skip
+                _SAFETY_ERRORS["input_speech"] = f"{type(err).__name__}: {err}"
+                _JUDGE.append(None)
+        return _JUDGE[0]
 
 
 def _safety() -> tuple[Any, Any]:
@@ -153,6 +196,7 @@ def safety_status(voice_guard: bool = True) -> dict[str, Any]:
     status: dict[str, Any] = {
         "voice_guard": ("on" if factory else "unavailable") if voice_guard else "off",
         "moderation": "on" if policy else "unavailable",
+        "input_speech_moderation": "on" if policy and _speech_judge() else "unavailable",
     }
     if _SAFETY_ERRORS:
         status["errors"] = dict(_SAFETY_ERRORS)

@@ -17,7 +17,15 @@ from omniflex.media.image import read_image, to_png_bytes
 from omniflex.serve.errors import ApiError
 from omniflex.serve.schemas import ChatMessage, ImageURLPart, InputAudioPart, TextPart
 
-__all__ = ["IMAGE_SIZE", "decode_audio_file", "decode_b64", "decode_image_url", "to_conversation"]
+__all__ = [
+    "IMAGE_SIZE",
+    "decode_audio_file",
+    "decode_b64",
+    "decode_image_url",
+    "last_user_audio",
+    "last_user_text",
+    "to_conversation",
+]
 
 IMAGE_SIZE = 64
 _ROLE = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -100,6 +108,19 @@ def to_conversation(
             code="invalid_messages",
         )  # fmt: skip
     return {"messages": out}, files
+
+
+def last_user_audio(conversation: dict[str, Any], files: dict[str, bytes]) -> list[Any]:
+    """The speech of the conversation's last user message, each clip 16 kHz mono float32 (what
+    input moderation hears)."""
+    for message in reversed(conversation.get("messages", [])):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        names = [p.get("file") for p in content if isinstance(p, dict) and p.get("type") == "audio"
+                 ] if isinstance(content, list) else []  # fmt: skip
+        return [read_audio(files[n], name=n) for n in names if n in files]
+    return []
 
 
 def last_user_text(conversation: dict[str, Any]) -> str:

@@ -50,7 +50,7 @@ from omniflex.serve.audio import (
 from omniflex.serve.auth import check_api_key
 from omniflex.serve.errors import ApiError, error_event
 from omniflex.serve.guard import make_output_guard
-from omniflex.serve.messages import decode_image_url, last_user_text
+from omniflex.serve.messages import decode_image_url, last_user_audio, last_user_text
 from omniflex.serve.runner import Blocked, TurnTiming, guarded_respond, iterate_in_thread
 from omniflex.serve.state import ServerState
 from omniflex.serve.vad import StreamingVad, VadConfig
@@ -131,6 +131,7 @@ class RealtimeConnection:
         self.vad: StreamingVad | None = StreamingVad(self._vad_config())
         self.session: Session = self.assistant.session()
         self._user_text = ""  # typed words of the user's last item, for input moderation
+        self._user_audio: list[np.ndarray] = []  # 16 kHz speech of the user's last turn, too
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"rt-{self.session_id[-6:]}")
         self._send_lock = asyncio.Lock()
         self._in = StreamResampler(WIRE_RATE, MODEL_RATE)
@@ -472,6 +473,7 @@ class RealtimeConnection:
             log.info("context full: history dropped", extra={"session": self.session_id})
             self.session = self.assistant.session()
         self._turn_start = len(self.session.tokens)
+        self._user_audio = []
         self.session.begin_user_audio()
 
     def _push(self, x: np.ndarray) -> None:
@@ -480,6 +482,7 @@ class RealtimeConnection:
         self._turn_samples += x.size
         if self._turn_samples > self.settings.max_audio_seconds * MODEL_RATE:
             return  # over the turn limit: the rest of the turn is not heard
+        self._user_audio.append(x)
 
         def push() -> None:
             session = self.session
@@ -563,6 +566,7 @@ class RealtimeConnection:
 
         if role == "user":
             self._user_text = last_user_text(conversation)
+            self._user_audio = await asyncio.to_thread(last_user_audio, conversation, files)
 
         def add() -> None:
             self.session.add_message(conversation, files)
@@ -780,8 +784,10 @@ class RealtimeConnection:
 
         def work() -> Iterator[Any]:
             timing.start = time.perf_counter()
-            user_text, self._user_text = self._user_text, ""  # each typed turn is read once
-            yield from guarded_respond(self.session, guard, timing, user_text=user_text, **options)
+            user_text, self._user_text = self._user_text, ""  # each turn is moderated once
+            heard, self._user_audio = self._user_audio, []
+            yield from guarded_respond(self.session, guard, timing, user_text=user_text,
+                                       user_audio=heard, **options)  # fmt: skip
 
         if voice:
             await part("audio")

@@ -30,7 +30,12 @@ from omniflex.serve.audio import WIRE_RATE, float_to_pcm16, resample, to_wav_byt
 from omniflex.serve.auth import check_api_key
 from omniflex.serve.errors import ApiError
 from omniflex.serve.guard import make_output_guard
-from omniflex.serve.messages import decode_audio_file, last_user_text, to_conversation
+from omniflex.serve.messages import (
+    decode_audio_file,
+    last_user_audio,
+    last_user_text,
+    to_conversation,
+)
 from omniflex.serve.runner import Blocked, guarded_respond, iterate_in_thread
 from omniflex.serve.schemas import ChatCompletionRequest, ImageGenerationRequest, SpeechRequest
 from omniflex.serve.state import ServerState
@@ -198,7 +203,10 @@ def _chat_blocking(
     prompt_tokens = len(session.tokens)
     text, transcript, chunks, blocked = "", "", [], None
     guard = make_output_guard(state.settings.voice_guard)
-    for event in guarded_respond(session, guard, user_text=last_user_text(conversation), **options):
+    heard = last_user_audio(conversation, files)
+    for event in guarded_respond(
+        session, guard, user_text=last_user_text(conversation), user_audio=heard, **options
+    ):
         if isinstance(event, Blocked):
             blocked = event.reason
         elif isinstance(event, TextDelta):
@@ -233,8 +241,9 @@ async def _chat_stream(
         holder["session"], holder["prompt"] = session, len(session.tokens)
         guard = make_output_guard(state.settings.voice_guard)
         yield from guarded_respond(
-            session, guard, cancel=cancel, user_text=last_user_text(conversation), **options
-        )
+            session, guard, cancel=cancel, user_text=last_user_text(conversation),
+            user_audio=last_user_audio(conversation, files), **options,
+        )  # fmt: skip
 
     blocked = None
     try:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+import numpy as np
 
 from omniflex.model.assistant import AudioDelta, Event, Session, TextDelta
 from omniflex.serve.guard import OutputGuard
@@ -47,16 +49,19 @@ def guarded_respond(
     timing: TurnTiming | None = None,
     *,
     user_text: str | None = None,
+    user_audio: Sequence[np.ndarray] = (),
     **options: Any,
 ) -> Iterator[Event | Blocked]:
     """``session.respond(**options)`` with each event checked by ``guard`` before it is yielded.
 
-    ``user_text`` (the user's last typed words) is moderated first: a flagged request is not
-    generated at all; the guard's refusal is recorded as the assistant's turn and yielded as
-    text."""
+    The request is moderated first: ``user_text`` (the user's last typed words) and what the
+    guard hears in ``user_audio`` (the last turn's speech, 16 kHz mono). A flagged request is
+    not generated at all; the guard's refusal is recorded as the assistant's turn and yielded
+    as text."""
     guard.start(options.get("voice"))
     timing = timing or TurnTiming()
-    if user_text and not guard.check_input(user_text).allowed:
+    request = " ".join(t for t in (user_text or "", guard.hear(user_audio)) if t)
+    if request and not guard.check_input(request).allowed:
         session.add_message({"messages": [{"role": "assistant", "content": guard.refusal}]})
         timing.compute_seconds = time.perf_counter() - timing.start
         yield TextDelta(guard.refusal)
