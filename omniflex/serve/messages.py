@@ -24,6 +24,7 @@ __all__ = [
     "decode_image_url",
     "last_user_audio",
     "last_user_text",
+    "request_texts",
     "to_conversation",
 ]
 
@@ -123,16 +124,30 @@ def last_user_audio(conversation: dict[str, Any], files: dict[str, bytes]) -> li
     return []
 
 
+def request_texts(conversation: dict[str, Any]) -> list[str]:
+    """The typed text of every system and user message, in order (what input moderation reads:
+    a request cannot hide in the system prompt or in made-up earlier turns)."""
+    out = []
+    for message in conversation.get("messages", []):
+        if message.get("role") in ("system", "user"):
+            text = _typed(message.get("content"))
+            if text.strip():
+                out.append(text)
+    return out
+
+
+def _typed(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(
+        str(p.get("text", "")) for p in content or [] if isinstance(p, dict)
+        and p.get("type") == "text"
+    )  # fmt: skip
+
+
 def last_user_text(conversation: dict[str, Any]) -> str:
     """The typed text of the conversation's last user message (what input moderation reads)."""
     for message in reversed(conversation.get("messages", [])):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        return " ".join(
-            str(p.get("text", "")) for p in content or [] if isinstance(p, dict)
-            and p.get("type") == "text"
-        )  # fmt: skip
+        if message.get("role") == "user":
+            return _typed(message.get("content"))
     return ""

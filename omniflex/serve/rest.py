@@ -33,7 +33,7 @@ from omniflex.serve.guard import make_output_guard
 from omniflex.serve.messages import (
     decode_audio_file,
     last_user_audio,
-    last_user_text,
+    request_texts,
     to_conversation,
 )
 from omniflex.serve.runner import Blocked, guarded_respond, iterate_in_thread
@@ -205,7 +205,7 @@ def _chat_blocking(
     guard = make_output_guard(state.settings.voice_guard)
     heard = last_user_audio(conversation, files)
     for event in guarded_respond(
-        session, guard, user_text=last_user_text(conversation), user_audio=heard, **options
+        session, guard, user_text=request_texts(conversation), user_audio=heard, **options
     ):
         if isinstance(event, Blocked):
             blocked = event.reason
@@ -241,7 +241,7 @@ async def _chat_stream(
         holder["session"], holder["prompt"] = session, len(session.tokens)
         guard = make_output_guard(state.settings.voice_guard)
         yield from guarded_respond(
-            session, guard, cancel=cancel, user_text=last_user_text(conversation),
+            session, guard, cancel=cancel, user_text=request_texts(conversation),
             user_audio=last_user_audio(conversation, files), **options,
         )  # fmt: skip
 
@@ -375,7 +375,7 @@ def _images_blocking(
         session = _session(state, conversation, {})
         text = ""
         for event in guarded_respond(
-            session, guard, user_text=last_user_text(conversation), **options
+            session, guard, user_text=request_texts(conversation), **options
         ):
             if isinstance(event, Blocked):
                 raise ApiError(400, f"the output guard stopped the answer: {event.reason}",

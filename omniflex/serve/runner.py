@@ -48,20 +48,21 @@ def guarded_respond(
     guard: OutputGuard,
     timing: TurnTiming | None = None,
     *,
-    user_text: str | None = None,
+    user_text: str | Sequence[str] | None = None,
     user_audio: Sequence[np.ndarray] = (),
     **options: Any,
 ) -> Iterator[Event | Blocked]:
     """``session.respond(**options)`` with each event checked by ``guard`` before it is yielded.
 
-    The request is moderated first: ``user_text`` (the user's last typed words) and what the
-    guard hears in ``user_audio`` (the last turn's speech, 16 kHz mono). A flagged request is
-    not generated at all; the guard's refusal is recorded as the assistant's turn and yielded
-    as text."""
+    The request is moderated first: ``user_text`` (the user's typed words: one text, or each
+    message's) and what the guard hears in ``user_audio`` (the last turn's speech, 16 kHz
+    mono), each on its own. A flagged request is not generated at all; the guard's refusal is
+    recorded as the assistant's turn and yielded as text."""
     guard.start(options.get("voice"))
     timing = timing or TurnTiming()
-    request = " ".join(t for t in (user_text or "", guard.hear(user_audio)) if t)
-    if request and not guard.check_input(request).allowed:
+    texts = [user_text] if isinstance(user_text, str) else list(user_text or ())
+    requests = [t for t in (*texts, guard.hear(user_audio)) if t]
+    if any(not guard.check_input(t).allowed for t in requests):
         session.add_message({"messages": [{"role": "assistant", "content": guard.refusal}]})
         timing.compute_seconds = time.perf_counter() - timing.start
         yield TextDelta(guard.refusal)
