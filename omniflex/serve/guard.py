@@ -123,10 +123,11 @@ class SafetyOutputGuard(OutputGuard):
         return GuardDecision(False, f"moderation flagged the request ({category})")
 
     def hear(self, clips: Sequence[np.ndarray]) -> str:
+        clips = [c for c in clips if c.size >= _MIN_HEARD]  # shorter holds no word
         if self._policy is None or self._judge is None or not clips:
             return ""
         with _JUDGE_LOCK:  # one transcription at a time: the judge memoises as it decodes
-            return " ".join(t for t in self._judge.transcribe(list(clips)) if t)
+            return " ".join(t for t in self._judge.transcribe(clips) if t)
 
 
 def make_output_guard(enabled: bool = True, *, moderation: bool = True) -> OutputGuard:
@@ -145,6 +146,7 @@ _SAFETY: tuple[Any, Any] | None = None
 _SAFETY_ERRORS: dict[str, str] = {}
 _JUDGE: list[Any] = []  # [judge or None] once loaded
 _JUDGE_LOCK = threading.Lock()
+_MIN_HEARD = 1_600  # samples at 16 kHz: 0.1 s
 
 
 def _speech_judge() -> Any | None:

@@ -456,6 +456,7 @@ class RealtimeConnection:
         self._turn_open = True
         self._turn_item = _id("item")
         self._turn_samples = 0
+        self._user_audio = []  # here, on the loop, before any of the turn's audio is pushed
         self._answer_item = None  # a new turn: the last answer can no longer be cut
         self._submit(self._begin_turn, "opening the spoken turn")
 
@@ -473,7 +474,6 @@ class RealtimeConnection:
             log.info("context full: history dropped", extra={"session": self.session_id})
             self.session = self.assistant.session()
         self._turn_start = len(self.session.tokens)
-        self._user_audio = []
         self.session.begin_user_audio()
 
     def _push(self, x: np.ndarray) -> None:
@@ -727,6 +727,7 @@ class RealtimeConnection:
         response_id, item_id = _id("resp"), _id("item")
         cancel = self._cancel
         timing = TurnTiming()
+        asked_at: dict[str, int] = {}  # the sequence length when the request reached the worker
         turn = self._pending_timing
         self._pending_timing = {}
         stopped_at = self._speech_stopped_at
@@ -784,8 +785,10 @@ class RealtimeConnection:
 
         def work() -> Iterator[Any]:
             timing.start = time.perf_counter()
+            asked_at["tokens"] = len(self.session.tokens)
             user_text, self._user_text = self._user_text, ""  # each turn is moderated once
-            heard, self._user_audio = self._user_audio, []
+            spoken, self._user_audio = self._user_audio, []
+            heard = [np.concatenate(spoken)] if spoken else []  # the turn's chunks as one clip
             yield from guarded_respond(self.session, guard, timing, user_text=user_text,
                                        user_audio=heard, **options)  # fmt: skip
 
@@ -865,11 +868,15 @@ class RealtimeConnection:
                          "output_index": 0, "item": dict(item)})  # fmt: skip
         await self.send({"type": "conversation.item.done", "item": dict(item),
                          "previous_item_id": previous})  # fmt: skip
-        answer_tokens = max(0, len(session.tokens) - (session.answer_start or 0))
+        # A refused request never reaches the model: its answer starts before this response.
+        start = session.answer_start
+        asked = asked_at.get("tokens", len(session.tokens))
+        generated = start is not None and start >= asked
         response.update(
             status=status, status_details=details, output=[item],
-            usage={"total_tokens": len(session.tokens), "input_tokens": session.answer_start,
-                   "output_tokens": answer_tokens},
+            usage={"total_tokens": len(session.tokens),
+                   "input_tokens": start if generated else asked,
+                   "output_tokens": len(session.tokens) - start if generated else 0},
         )  # fmt: skip
         await self.send({"type": "response.done", "response": response})
         entry = {
