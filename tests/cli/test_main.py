@@ -9,7 +9,7 @@ from omniflex.train.__main__ import main as train_module_main
 
 SUBCOMMANDS = [
     [], ["flex"], ["flex", "demo"], ["flex", "plot"], ["flex", "repro"], ["data"],
-    ["data", "build"], ["data", "convert"], ["bench"], ["bench", "flex"],
+    ["data", "build"], ["data", "extend"], ["data", "convert"], ["bench"], ["bench", "flex"],
     ["bench", "tokenizers"], ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "roundtrip"],
     ["data", "tokenize"], ["train"], ["bench", "model"], ["generate"], ["eval", "train-judge"],
     ["model"], ["model", "export"], ["model", "list"], ["bench", "realtime"], ["eval"],
