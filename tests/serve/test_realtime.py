@@ -27,7 +27,8 @@ def _pcm_chunks(x16: np.ndarray, ms: int = 100) -> list[str]:
 
 
 def _recv(conn: Any, timeout: float = 30.0) -> dict[str, Any]:
-    raw = json.loads(conn.recv_bytes())
+    # the socket itself, with a time limit: a server that stops talking fails the test
+    raw = json.loads(conn._connection.recv(timeout=timeout, decode=False))
     validate_type(type_=RealtimeServerEvent, value=raw)  # raises if not a typed server event
     return raw
 
