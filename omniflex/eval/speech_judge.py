@@ -981,7 +981,7 @@ def train_speech_judge(
             },
             "test": test,
             "test_answers": answers,
-            "retrain": RETRAIN,
+            "retrain": RETRAIN.replace("judge')", f"judge', steps={total})"),
         }
         log(json.dumps({"test": test, "test_answers": answers}, indent=1))
         if out is not None:
