@@ -12,8 +12,8 @@ pass-through guard otherwise, so the server runs while the safety layer is being
 ``check_input`` moderates the request before anything is generated: its typed words and, with
 ``hear``, what the user *said*. Spoken requests are transcribed by the independent speech judge
 (``omniflex.eval.speech_judge``: a CTC recogniser trained on espeak-ng speech apart from the
-model, WER 0.08 on held-out voices) rather than by the model itself, whose own recognition is
-not yet good enough to decide on (ASR WER ~0.9 at the time of writing is in the README).
+model) rather than by the model itself, whose own recognition is not yet good enough to decide
+on (both WERs are in the README's evaluation).
 """
 
 from __future__ import annotations
