@@ -68,21 +68,13 @@ def test_read_json_names_a_broken_file(tmp_path):
 
 
 def test_common_imports_nothing_else_from_omniflex():
-    import ast
     from pathlib import Path
 
     import omniflex.common
+    from tests.imports import imported_modules
 
     for source in Path(omniflex.common.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text())):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
+        for name in imported_modules(source):
+            assert not name.startswith("omniflex.") or name.startswith("omniflex.common"), (
+                f"{source.name} imports {name}"
             )
-            for name in names:
-                assert not name.startswith("omniflex.") or name.startswith("omniflex.common"), (
-                    f"{source.name} imports {name}"
-                )

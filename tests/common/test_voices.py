@@ -1,8 +1,5 @@
 """The one voice registry: roles, the preset list the special tokens are built from, its check."""
 
-import ast
-from pathlib import Path
-
 import pytest
 
 import omniflex.common.voices as voices_module
@@ -15,6 +12,7 @@ from omniflex.common.voices import (
     check_preset_voice,
     voice,
 )
+from tests.imports import imported_modules
 
 
 def test_voice_registry_roles():
@@ -38,9 +36,5 @@ def test_unknown_voice_lists_the_allowed_ones(bad):
 
 
 def test_the_registry_imports_nothing_else_from_omniflex():
-    tree = ast.parse(Path(voices_module.__file__).read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom | ast.Import):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            assert not any(n.startswith("omniflex") for n in names), names
+    names = imported_modules(voices_module.__file__)
+    assert not any(n.startswith("omniflex") for n in names), names

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import math
 from pathlib import Path
@@ -28,6 +27,7 @@ from omniflex.tokenizers.special import (
     token_time,
     voice_token,
 )
+from tests.imports import imported_modules
 
 # Ids are baked into every trained tokenizer and checkpoint: a change here shifts them all.
 # To add a token, rename the first <|reserved_N|> slot instead (and update these goldens).
@@ -166,15 +166,6 @@ def test_only_preset_voices_have_tokens(voice: str) -> None:
 def test_layer_rule(module: str) -> None:
     # omniflex.tokenizers may import only omniflex.common (the bottom layer), omniflex.media,
     # omniflex.flex and itself.
-    source = Path(special.__file__).with_name(module).read_text()
-    for node in ast.walk(ast.parse(source)):
-        names = (
-            [a.name for a in node.names]
-            if isinstance(node, ast.Import)
-            else [node.module or ""]
-            if isinstance(node, ast.ImportFrom)
-            else []
-        )
-        for name in names:
-            if name.startswith("omniflex"):
-                assert name.split(".")[1] in ("common", "tokenizers", "media", "flex"), name
+    for name in imported_modules(Path(special.__file__).with_name(module)):
+        if name.startswith("omniflex"):
+            assert name.split(".")[1] in ("common", "tokenizers", "media", "flex"), name
