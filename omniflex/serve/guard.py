@@ -145,14 +145,16 @@ def make_output_guard(enabled: bool = True, *, moderation: bool = True) -> Outpu
 _SAFETY: tuple[Any, Any] | None = None
 _SAFETY_ERRORS: dict[str, str] = {}
 _JUDGE: list[Any] = []  # [judge or None] once loaded
-_JUDGE_LOCK = threading.Lock()
+_JUDGE_LOAD_LOCK = threading.Lock()
+_JUDGE_LOCK = threading.Lock()  # held while the judge transcribes, never while it loads
 _MIN_HEARD = 1_600  # samples at 16 kHz: 0.1 s
 
 
 def _speech_judge() -> Any | None:
     """The shipped speech judge, loaded once; None (logged once) if it cannot load, and then
     spoken requests go unmoderated, which ``/healthz`` says."""
-    with _JUDGE_LOCK:
+    # Its own lock: a guard made on the event loop must not wait for another turn's hearing.
+    with _JUDGE_LOAD_LOCK:
         if not _JUDGE:
             try:
                 from omniflex.eval.speech_judge import SpeechJudge
