@@ -22,9 +22,31 @@ __all__ = ["add_parser"]
 def _cmd_train(args: argparse.Namespace) -> int:
     from omniflex.train.run import train_main
 
+    if args.speech_encoder:
+        return _cmd_speech_encoder(args)
     out_dir = train_main(args.recipe, args.overrides, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {out_dir}")
+    return 0
+
+
+def _cmd_speech_encoder(args: argparse.Namespace) -> int:
+    from omniflex.train.recipes import load_recipe
+    from omniflex.train.run import model_config_of
+    from omniflex.train.speech_encoder import pretrain_speech_encoder
+
+    config = load_recipe(args.recipe, args.overrides)
+    if not config.init_speech_from:
+        raise ValueError(
+            f"recipe {args.recipe!r} has no init_speech_from: name the folder its stage 0 "
+            "writes (e.g. init_speech_from=runs/speech-encoder)"
+        )
+    pretrain_speech_encoder(
+        model_config_of(config), config.train_data, config.val_data, config.init_speech_from,
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=config.seed,
+        threads=config.threads or None, progress=config.progress,
+    )  # fmt: skip
+    print(f"speech encoder: {config.init_speech_from}")
     return 0
 
 
@@ -49,6 +71,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--recipe", default="tiny", help="recipe name in recipes/ or a YAML path (default: tiny)"
     )
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    stage0 = train.add_argument_group(
+        "stage 0",
+        "--speech-encoder pretrains the recipe's speech encoder alone with CTC over letters on "
+        "the heard clips (ASR and speech-as-ASR documents) of its train_data, scores it on the "
+        "ASR clips of its val_data (held-out voices) and writes the best to its "
+        "init_speech_from folder, where the next `omniflex train` starts it from.",
+    )
+    stage0.add_argument(
+        "--speech-encoder", action="store_true", help="run stage 0 instead of the recipe"
+    )
+    stage0.add_argument("--steps", type=int, default=2000, help="stage-0 steps (default: 2000)")
+    stage0.add_argument(
+        "--batch-size", type=int, default=48, help="clips a stage-0 step (default: 48)"
+    )
+    stage0.add_argument("--lr", type=float, default=2e-3, help="stage-0 peak rate (default: 2e-3)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     train.set_defaults(func=_cmd_train)
     return train

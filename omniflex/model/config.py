@@ -43,6 +43,10 @@ class ModelConfig:
         input_encoders: read user speech as log-mel frames and pictures as pixel patches
             through ``omniflex.model.encoders`` (placeholders ``<|mel|>``/``<|patch|>`` in
             the ids, features beside them); off, they enter as codec and VQ code ids.
+        speech_layers: causal convolution layers of the speech encoder over its 40 ms rows
+            (dilations 1, 2, 4, ...; ``encoders.SpeechEncoder``); 0 is one ``Linear`` per row.
+        speech_width: width of those layers.
+        speech_kernel: rows each of those layers reads (kernel size).
     """
 
     vocab: VocabLayout
@@ -58,6 +62,9 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     input_encoders: bool = False
+    speech_layers: int = 0
+    speech_width: int = 256
+    speech_kernel: int = 3
 
     def __post_init__(self) -> None:
         if isinstance(self.vocab, dict):
@@ -67,10 +74,12 @@ class ModelConfig:
                 f"ModelConfig.vocab must be a VocabLayout or its dict, got "
                 f"{type(self.vocab).__name__}; build one with VocabLayout.from_tokenizers(...)"
             )
-        for name in ("dim", "n_layers", "n_heads", "mlp_hidden", "max_seq_len"):
+        for name in ("dim", "n_layers", "n_heads", "mlp_hidden", "max_seq_len", "speech_width",
+                     "speech_kernel", "speech_layers"):  # fmt: skip
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ModelConfig.{name} must be an integer >= 1, got {value!r}")
+            least = 0 if name == "speech_layers" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"ModelConfig.{name} must be an integer >= {least}, got {value!r}")
         if self.dim % self.n_heads:
             raise ValueError(
                 f"ModelConfig.dim ({self.dim}) must be a multiple of n_heads ({self.n_heads})"

@@ -121,20 +121,88 @@ class SpeechFeatures(StreamingModule):
 
 class SpeechEncoder(StreamingModule):
     """Samples ``(B, T)`` at 16 kHz -> ``(B, T // samples_per_position, dim)``, causal:
-    ``SpeechFeatures`` then one ``Linear``."""
+    ``SpeechFeatures`` then the encoder of its rows (``project``).
 
-    def __init__(self, dim: int, config: MelConfig | None = None) -> None:
+    With ``layers == 0`` the encoder is one ``Linear`` per 40 ms row (the first default model).
+    Otherwise a row goes through a ``Linear`` to ``width``, then ``layers`` causal residual
+    convolutions over the rows of its clip (``kernel`` rows each, dilations 1, 2, 4, ...: with
+    the defaults 15 rows, 600 ms, of left context), then a ``Linear`` to ``dim``. The
+    convolutions are ``Linear`` layers over stacked past rows, so ``convert_to_flex`` converts
+    them like any other. A row's context is the ``history`` rows before it *in its clip*
+    (a run of consecutive ``<|mel|>`` positions); rows before a clip's start read zeros.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        config: MelConfig | None = None,
+        *,
+        layers: int = 0,
+        width: int = 256,
+        kernel: int = 3,
+    ) -> None:
         super().__init__()
+        if layers < 0 or width < 1 or kernel < 1:
+            raise ValueError(
+                f"SpeechEncoder needs layers >= 0, width and kernel >= 1; got layers={layers}, "
+                f"width={width}, kernel={kernel}"
+            )
         self.features = SpeechFeatures(config)
         self.config = self.features.config
-        self.proj = nn.Linear(self.features.row_size, dim)
+        self.dilations = tuple(2**i for i in range(layers))
+        self.kernel = kernel
+        if layers == 0:
+            self.proj = nn.Linear(self.features.row_size, dim)
+        else:
+            self.inp = nn.Linear(self.features.row_size, width)
+            self.convs = nn.ModuleList(nn.Linear(kernel * width, width) for _ in self.dilations)
+            self.out = nn.Linear(width, dim)
 
-    def project(self, rows: torch.Tensor) -> torch.Tensor:
-        """Feature rows ``(..., row_size)`` -> ``(..., dim)``."""
-        return self.proj(rows.float())
+    @property
+    def history(self) -> int:
+        """Rows of left context an output row depends on (besides its own)."""
+        return sum((self.kernel - 1) * d for d in self.dilations)
+
+    def project(self, rows: torch.Tensor, starts: torch.Tensor | None = None) -> torch.Tensor:
+        """Feature rows ``(M, row_size)`` -> ``(M, dim)``. ``starts`` (``(M,)`` bool) marks the
+        rows that begin a clip (default: only the first); each row reads only the rows of its
+        own clip before it."""
+        rows = rows.float()
+        if not self.dilations:
+            return self.proj(rows)
+        M = rows.shape[0]
+        index = torch.arange(M, device=rows.device)
+        if starts is None:
+            starts = index == 0
+        starts = starts.to(rows.device).bool() | (index == 0)
+        offset = index - torch.cummax(torch.where(starts, index, 0), 0).values  # within clip
+        x = F.gelu(self.inp(rows))
+        for conv, d in zip(self.convs, self.dilations, strict=True):
+            taps = []
+            for j in reversed(range(self.kernel)):  # oldest row first
+                s = j * d
+                if s == 0:
+                    taps.append(x)
+                else:
+                    past = F.pad(x, (0, 0, s, 0))[:M]  # row r reads row r - s ...
+                    taps.append(past * (offset >= s).unsqueeze(1).to(x.dtype))  # ... of its clip
+            x = x + F.gelu(conv(torch.cat(taps, dim=1)))
+        return self.out(x)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.project(self.features(audio))  # (B, positions, dim)
+        rows = self.features(audio)  # (B, positions, row_size)
+        B, _, R = rows.shape
+        keep = 0
+        if self._stream is not None and self.history:
+            past = self._stream.get("history")
+            if past is not None:
+                keep = past.shape[1]
+                rows = torch.cat([past, rows], dim=1)
+            self._stream["history"] = rows[:, -self.history :]
+        n = rows.shape[1]
+        starts = (torch.arange(B * n) % n) == 0
+        out = self.project(rows.reshape(B * n, R), starts)
+        return out.reshape(B, n, out.shape[-1])[:, keep:]  # (B, positions, dim)
 
     def positions(self, samples: int) -> int:
         """Positions a whole signal of ``samples`` gives."""
@@ -202,11 +270,14 @@ class ImagePatchEncoder(nn.Module):
 class InputFeatures:
     """The feature rows of a batch, in the order their placeholders occur in ``ids`` (row-major
     over ``(batch, time)``): ``mel`` for ``<|mel|>``, ``patches`` and ``place`` for
-    ``<|patch|>``."""
+    ``<|patch|>``. ``mel_history``: when ``ids`` continue a sequence whose last positions were
+    ``<|mel|>`` (streaming prefill, one sequence), up to ``SpeechEncoder.history`` rows of that
+    clip before the first one here, oldest first, which the speech encoder reads as context."""
 
     mel: torch.Tensor  # (M, 320) float
     patches: torch.Tensor  # (P, 192) uint8
     place: torch.Tensor  # (P,) int64 in [0, 64)
+    mel_history: torch.Tensor | None = None  # (H, 320) float
 
     @classmethod
     def empty(cls) -> InputFeatures:
@@ -233,15 +304,21 @@ class InputFeatures:
         return int(self.mel.shape[0] + self.patches.shape[0])
 
     def to(self, device: torch.device | str) -> InputFeatures:
-        return InputFeatures(self.mel.to(device), self.patches.to(device), self.place.to(device))
+        history = None if self.mel_history is None else self.mel_history.to(device)
+        return InputFeatures(
+            self.mel.to(device), self.patches.to(device), self.place.to(device), history
+        )
 
 
 class InputEncoders(nn.Module):
     """Adds projected features to the embeddings of the placeholder positions."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, *, speech_layers: int = 0, speech_width: int = 256,
+                 speech_kernel: int = 3) -> None:  # fmt: skip
         super().__init__()
-        self.speech = SpeechEncoder(dim)
+        self.speech = SpeechEncoder(
+            dim, layers=speech_layers, width=speech_width, kernel=speech_kernel
+        )
         self.image = ImagePatchEncoder(dim)
         self.mel_id = special.special_index(special.MEL)
         self.patch_id = special.special_index(special.PATCH)
@@ -260,7 +337,7 @@ class InputEncoders(nn.Module):
         delta = torch.zeros_like(x)
         try:
             if features.mel.shape[0]:
-                delta[ids == self.mel_id] = self.speech.project(features.mel).to(x.dtype)
+                delta[ids == self.mel_id] = self._speech(ids, features).to(x.dtype)
             if features.patches.shape[0]:
                 rows = self.image.project(features.patches, features.place)
                 delta[ids == self.patch_id] = rows.to(x.dtype)
@@ -271,3 +348,23 @@ class InputEncoders(nn.Module):
                 f" patch rows for {int((ids == self.patch_id).sum())} <|patch|> ({err})"
             ) from None
         return x + delta
+
+    def _speech(self, ids: torch.Tensor, features: InputFeatures) -> torch.Tensor:
+        """The encoded rows of the ``<|mel|>`` positions: a clip is a run of consecutive
+        ``<|mel|>`` positions in one row of ``ids``, continued from ``features.mel_history``
+        when ``ids`` start with ``<|mel|>``."""
+        is_mel = ids == self.mel_id
+        before = torch.zeros_like(is_mel)
+        before[:, 1:] = is_mel[:, :-1]
+        starts = (is_mel & ~before)[is_mel]
+        rows, history = features.mel, features.mel_history
+        if history is None or not len(history) or not bool(is_mel[0, 0]):
+            return self.speech.project(rows, starts)
+        starts = torch.cat(
+            [torch.ones(len(history), dtype=torch.bool, device=starts.device), starts]
+        )
+        starts[1 : len(history) + 1] = False  # one clip: the history, then this chunk's rows
+        out = self.speech.project(
+            torch.cat([history.to(rows.device).float(), rows.float()]), starts
+        )
+        return out[len(history) :]

@@ -138,6 +138,8 @@ class Generator:
         self._rows: dict[int, tuple[torch.Tensor, int]] = {}
         self._mel_id = special.special_index(special.MEL)
         self._patch_id = special.special_index(special.PATCH)
+        encoders = getattr(model, "encoders", None)  # rows of a clip the speech encoder reads
+        self._mel_history = encoders.speech.history if encoders is not None else 0
 
     # ------------------------------------------------------------------ state
     @property
@@ -233,17 +235,25 @@ class Generator:
             self._rows[base + i] = (row, int(place))
 
     def _chunk_features(self, start: int, n: int) -> InputFeatures | None:
-        """The rows of the placeholders at positions ``[start, start + n)``, or None."""
+        """The rows of the placeholders at positions ``[start, start + n)``, or None; when the
+        chunk continues a clip, its earlier rows the speech encoder reads as context."""
         at = [p for p in range(start, start + n) if p in self._rows]
         if not at:
             return None
         mel = [self._rows[p][0] for p in at if self._rows[p][1] < 0]
         patch = [self._rows[p] for p in at if self._rows[p][1] >= 0]
+        history = []
+        if start in self._rows and self._rows[start][1] < 0:
+            p = start - 1
+            while len(history) < self._mel_history and p in self._rows and self._rows[p][1] < 0:
+                history.append(self._rows[p][0])
+                p -= 1
         empty = InputFeatures.empty()
         return InputFeatures(
             torch.stack(mel).float() if mel else empty.mel,
             torch.stack([r for r, _ in patch]) if patch else empty.patches,
             torch.tensor([k for _, k in patch], dtype=torch.long) if patch else empty.place,
+            torch.stack(history[::-1]).float() if history else None,
         ).to(self._device)
 
     def step(

@@ -36,6 +36,7 @@ __all__ = [
     "available_models",
     "dequantize_state_dict",
     "load_pretrained",
+    "model_folder_state",
     "resolve_model_dir",
     "save_pretrained",
 ]
@@ -140,6 +141,16 @@ def dequantize_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
+def model_folder_state(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``state_dict`` a model folder stores: its weights and Autoflex states, as trained."""
+    folder = Path(folder)
+    state: dict[str, Any] = dict(load_file(str(folder / WEIGHTS_FILE)))
+    extra = folder / AUTOFLEX_FILE
+    if extra.is_file():
+        state.update(read_json(extra))
+    return state
+
+
 def load_pretrained(
     name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
     *,
@@ -156,10 +167,7 @@ def load_pretrained(
     """
     info = read_info(name_or_path)
     config = info.model_config
-    state: dict[str, Any] = dict(load_file(str(info.path / WEIGHTS_FILE)))
-    extra = info.path / AUTOFLEX_FILE
-    if extra.is_file():
-        state.update(read_json(extra))
+    state = model_folder_state(info.path)
     trained_flex = any(k.endswith(_MANTISSA) for k in state)
     if precision is not None and precision != config.precision:
         if precision != "float32":

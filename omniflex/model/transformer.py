@@ -71,7 +71,14 @@ class OmniModel(nn.Module):
         V, C = config.vocab_size, config.dim
         self.tok_emb = nn.Embedding(V, C)
         # Speech and pictures the model reads (None: they enter as code ids).
-        self.encoders = InputEncoders(C) if config.input_encoders else None
+        self.encoders = (
+            InputEncoders(
+                C, speech_layers=config.speech_layers, speech_width=config.speech_width,
+                speech_kernel=config.speech_kernel,
+            )
+            if config.input_encoders
+            else None
+        )  # fmt: skip
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = RMSNorm(C, config.norm_eps)

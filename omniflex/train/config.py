@@ -77,6 +77,11 @@ class TrainConfig:
         init_from: start the weights (and their Autoflex states) from another run's latest
             checkpoint (a run folder, or one ``checkpoints/step_*``) of the same model: a
             training *stage*. Optimizer, step and schedule start fresh; empty: random weights.
+            A model folder (``omniflex model export``'s, or a shipped name such as ``tiny``)
+            works too.
+        init_speech_from: a stage-0 folder (``omniflex train speech-encoder``): the speech
+            encoder's weights and Autoflex states come from it, the rest from ``init_from``,
+            whose model may then differ in the speech encoder's fields only.
         out_dir: run folder (``metrics.jsonl``, ``tb/``, ``checkpoints/``, ``config.yaml``).
 
     Runtime:
@@ -112,6 +117,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     init_from: str = ""
+    init_speech_from: str = ""
     out_dir: str = "runs/tiny"
     device: Device = "auto"
     parallel: Parallel = "ddp"

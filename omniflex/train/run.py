@@ -16,11 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from omniflex.model.config import ModelConfig
+from omniflex.model.pretrained import model_folder_state, read_info
 from omniflex.train.checkpoint import load_model_state
 from omniflex.train.config import TrainConfig
 from omniflex.train.dataset import TokenDataset
 from omniflex.train.distributed import DistContext, init_distributed, shutdown_distributed
 from omniflex.train.recipes import load_recipe
+from omniflex.train.speech_encoder import load_speech_encoder_state
 from omniflex.train.trainer import Trainer, TrainResult
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "cache_template",
     "cache_vocab_layout",
     "init_weights",
+    "model_config_of",
     "run_training",
     "train_main",
 ]
@@ -42,9 +46,13 @@ def build_omni_model(config: TrainConfig) -> nn.Module:
     The vocabulary is the layout the token cache was written with (``<train_data>.json``, from
     ``pretokenize_corpus``), unless ``model_overrides`` gives ``vocab``.
     """
-    from omniflex.model.config import ModelConfig
     from omniflex.model.transformer import OmniModel
 
+    return OmniModel.build(model_config_of(config), seed=config.seed)
+
+
+def model_config_of(config: TrainConfig) -> ModelConfig:
+    """The ``ModelConfig`` a recipe trains (see ``build_omni_model``)."""
     overrides = dict(config.model_overrides)
     vocab = overrides.pop("vocab", None) or cache_vocab_layout(config.train_data)
     # A cache written with media as features needs the input encoders to read them.
@@ -58,7 +66,7 @@ def build_omni_model(config: TrainConfig) -> nn.Module:
             f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_config.max_seq_len}"
             f" ({config.model}); lower seq_len or set model_overrides.max_seq_len"
         )
-    return OmniModel.build(model_config, seed=config.seed)
+    return model_config
 
 
 def cache_template(train_data: str | Path) -> dict[str, Any]:
@@ -126,8 +134,8 @@ def run_training(
         torch.manual_seed(config.seed)
         model = build_model(config)
         _check_vocab(model, train_data, val_data)
-        if config.init_from and not resume:  # a resumed stage has its own checkpoints
-            init_weights(model, config.init_from)
+        if (config.init_from or config.init_speech_from) and not resume:
+            init_weights(model, config.init_from, speech_from=config.init_speech_from)
         trainer = Trainer(
             config, model, train_data=train_data, val_data=val_data, ctx=ctx, resume=resume
         )
@@ -145,27 +153,65 @@ def train_main(recipe: str, overrides: list[str] | None = None, resume: bool = F
     return result.out_dir or Path(config.out_dir)
 
 
-def init_weights(model: nn.Module, source: str | Path) -> None:
-    """Load the weights and Autoflex states of ``source`` (a run folder or one checkpoint)
-    into ``model``, which must have the same configuration: the start of a training stage."""
+def init_weights(model: nn.Module, source: str | Path, *, speech_from: str | Path = "") -> None:
+    """Load the weights and Autoflex states of ``source`` (a run folder, one checkpoint, or a
+    model folder) into ``model``, which must have the same configuration: the start of a
+    training stage. With ``speech_from`` (a stage-0 folder) the speech encoder comes from there
+    and ``source`` may differ from ``model`` in the speech encoder's fields."""
+    config = getattr(model, "config", None)
+    state: dict[str, Any] = {}
+    if source:
+        state, saved = _source_state(source)
+        if saved is not None and hasattr(config, "to_dict"):
+            mine = config.to_dict()
+            saved = type(config).from_dict(saved).to_dict()  # fields added since: defaults
+            free = _SPEECH_FIELDS if speech_from else ()
+            diffs = {
+                k: (saved.get(k), mine.get(k))
+                for k in mine
+                if saved.get(k) != mine[k] and k not in free
+            }
+            if diffs:
+                raise ValueError(
+                    f"init_from={str(source)!r} holds a different model (checkpoint vs this "
+                    f"recipe: {diffs}); start the stage with the model and precision its "
+                    "source trained"
+                )
+    if speech_from:
+        state = {k: v for k, v in state.items() if not k.startswith(_SPEECH_PREFIX)}
+        state.update(load_speech_encoder_state(speech_from, config))
+    if source:
+        model.load_state_dict(state)
+        return
+    missing, unexpected = model.load_state_dict(state, strict=False)  # the encoder alone
+    if unexpected or any(k.startswith(_SPEECH_PREFIX) for k in missing):
+        raise ValueError(
+            f"init_speech_from={str(speech_from)!r} does not fit this model's speech encoder "
+            f"(unexpected {unexpected[:3]}, missing {[k for k in missing if 'speech' in k][:3]})"
+        )
+
+
+_SPEECH_PREFIX = "encoders.speech."
+_SPEECH_FIELDS = ("speech_layers", "speech_width", "speech_kernel")
+
+
+def _source_state(source: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(state, model config dict)`` of a run, checkpoint or model folder."""
+    folder = Path(source)
+    if not (folder / "meta.json").is_file() and not (folder / "checkpoints").is_dir():
+        try:
+            info = read_info(source)  # a model folder, or a shipped model's name
+        except (FileNotFoundError, ValueError):
+            pass
+        else:
+            return model_folder_state(info.path), info["model"]
     try:
-        state, saved_config = load_model_state(source)
+        return load_model_state(source)
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"init_from={str(source)!r}: no checkpoint there ({err}); give a run folder with "
-            "checkpoints/ or one checkpoints/step_* folder"
+            "checkpoints/, one checkpoints/step_* folder, or a model folder"
         ) from None
-    config = getattr(model, "config", None)
-    if saved_config is not None and hasattr(config, "to_dict") and saved_config != config.to_dict():
-        mine = config.to_dict()
-        diffs = {
-            k: (saved_config.get(k), mine.get(k)) for k in mine if saved_config.get(k) != mine[k]
-        }
-        raise ValueError(
-            f"init_from={str(source)!r} holds a different model (checkpoint vs this recipe: "
-            f"{diffs}); start the stage with the model and precision its source trained"
-        )
-    model.load_state_dict(state)
 
 
 def _check_vocab(model: nn.Module, *datasets: TokenDataset | None) -> None:

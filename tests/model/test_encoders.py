@@ -27,10 +27,11 @@ def test_speech_positions_every_40_ms():
         MelConfig(window=500)
 
 
+@pytest.mark.parametrize("layers", [0, 3])
 @pytest.mark.parametrize("chunks", [[640] * 40, [1, 999, 3333, 17, 160, 16000], [20800]])
-def test_streaming_chunks_give_the_whole_signals_positions(chunks):
+def test_streaming_chunks_give_the_whole_signals_positions(chunks, layers):
     torch.manual_seed(0)
-    enc = SpeechEncoder(32).eval()
+    enc = SpeechEncoder(32, layers=layers, width=16).eval()
     audio = _speech()
     whole = enc(audio)
     got, at = [], 0
@@ -43,8 +44,9 @@ def test_streaming_chunks_give_the_whole_signals_positions(chunks):
     assert torch.allclose(streamed, whole, atol=1e-5)
 
 
-def test_speech_encoder_is_causal():
-    enc = SpeechEncoder(16).eval()
+@pytest.mark.parametrize("layers", [0, 3])
+def test_speech_encoder_is_causal(layers):
+    enc = SpeechEncoder(16, layers=layers, width=16).eval()
     audio = _speech()
     changed = audio.clone()
     changed[:, 12_000:] = torch.randn_like(changed[:, 12_000:])
@@ -52,6 +54,26 @@ def test_speech_encoder_is_causal():
     last_clean = 12_000 // 640  # positions that end before the change
     assert torch.equal(a[:, :last_clean], b[:, :last_clean])
     assert not torch.allclose(a[:, last_clean + 1 :], b[:, last_clean + 1 :])
+
+
+def test_a_clip_reads_only_its_own_rows_within_the_receptive_field():
+    torch.manual_seed(0)
+    enc = SpeechEncoder(16, layers=3, width=8, kernel=3).eval()
+    assert enc.history == 2 * (1 + 2 + 4)
+    rows = torch.randn(40, enc.features.row_size)
+    starts = torch.zeros(40, dtype=torch.bool)
+    starts[[0, 25]] = True  # two clips: rows 0..24 and 25..39
+    base = enc.project(rows, starts)
+    changed = rows.clone()
+    changed[24] += 1.0  # the first clip's last row
+    after = enc.project(changed, starts)
+    assert torch.equal(base[25:], after[25:])  # the second clip never reads the first
+    assert not torch.allclose(base[24], after[24])
+    changed = rows.clone()
+    changed[0] += 1.0
+    after = enc.project(changed, starts)
+    moved = (after - base).abs().sum(-1) > 0
+    assert moved[: 1 + enc.history].all() and not moved[1 + enc.history :].any()
 
 
 def test_patches_are_row_major_and_any_size_is_resized():

@@ -91,11 +91,11 @@ def test_ids_only_helpers_refuse_to_drop_features(template: ChatTemplate):
     assert encoded.features() is not None
 
 
-def _model(seed: int = 0) -> OmniModel:
+def _model(seed: int = 0, speech_layers: int = 0) -> OmniModel:
     template_layout = ChatTemplate.from_shipped().layout
     config = ModelConfig(
         vocab=template_layout, dim=32, n_layers=2, n_heads=2, mlp_hidden=64, max_seq_len=512,
-        precision="float32", input_encoders=True,
+        precision="float32", input_encoders=True, speech_layers=speech_layers, speech_width=16,
     )  # fmt: skip
     return OmniModel.build(config, seed=seed).eval()
 
@@ -141,13 +141,16 @@ def test_input_encoders_train_in_flex():
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_prefill_in_chunks_equals_the_whole_forward():
-    model = _model()
-    ids, rows = _placeholder_batch()
+@pytest.mark.parametrize(
+    ("speech_layers", "split"),
+    [(0, 20), (2, 20), (2, 6)],  # inside the picture's placeholders; inside the clip's
+)
+def test_prefill_in_chunks_equals_the_whole_forward(speech_layers, split):
+    model = _model(speech_layers=speech_layers)
+    ids, rows = _placeholder_batch(n_mel=12)
     want = model(ids, features=rows).logits[0, -1]
     layout = ChatTemplate.from_shipped().layout
     gen = Generator(model, layout)
-    split = 20  # inside the picture's placeholders
     first = ids[0, :split].tolist()
     n_mel = first.count(MEL)
     n_patch = first.count(PATCH)
@@ -157,7 +160,7 @@ def test_prefill_in_chunks_equals_the_whole_forward():
     got = gen.prefill(
         rest,
         features=InputFeatures(rows.mel[n_mel:], rows.patches[n_patch:], rows.place[n_patch:]),
-        chunk_size=7,
+        chunk_size=3,
     )
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="placeholders need as many feature rows"):
