@@ -167,11 +167,12 @@ def test_prefill_in_chunks_equals_the_whole_forward(speech_layers, split):
         gen.prefill([MEL, MEL])
 
 
-def test_streamed_user_speech_equals_the_whole_turn():
+@pytest.mark.parametrize("speech_layers", [0, 2])
+def test_streamed_user_speech_equals_the_whole_turn(speech_layers):
     from omniflex.model.assistant import Assistant
 
     template = ChatTemplate.from_shipped(input_features=True)
-    model = _model()
+    model = _model(speech_layers=speech_layers)
     assistant = Assistant(model, template)
     sample = make_sample("asr", "test", 0)
     audio_file = next(
@@ -191,3 +192,6 @@ def test_streamed_user_speech_equals_the_whole_turn():
     streamed = torch.stack([session.generator._rows[p][0] for p in sorted(session.generator._rows)])
     torch.testing.assert_close(streamed, whole.features().mel, rtol=0, atol=1e-5)
     assert np.isfinite(session.generator.logits.numpy()).all()
+    at_once = Generator(model, template.layout)  # the turn prefilled whole
+    want = at_once.prefill(session.tokens, features=whole.features())
+    torch.testing.assert_close(session.generator.logits, want, rtol=1e-4, atol=1e-5)
