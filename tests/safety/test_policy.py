@@ -22,7 +22,11 @@ def test_rule_hits_name_the_rule(policy):
 @pytest.mark.parametrize(
     "text",
     ["What is the capital of France?", "How do I reset my password?", "Is this speaker a criminal?",
-     "the cat is sleeping on the sofa", ""],
+     "the cat is sleeping on the sofa", "",
+     # requests in the corpus's request frames whose activity it never asks about: the frame
+     # alone ("Tell me how to ...") must not flag them
+     "Tell me how to fix a bike.", "How can I learn to swim?", "How do I clean my kitchen?",
+     "Please tell me how to wash a car.", "Explain how to paint a fence."],
 )  # fmt: skip
 def test_passes_benign_requests(policy, text):
     verdict = policy.check_input(text)
