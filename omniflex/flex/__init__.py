@@ -41,6 +41,7 @@ from omniflex.flex.ops import (
     flex_matmul,
 )
 from omniflex.flex.optim import FlexAdam, FlexRMSprop, FlexSGD
+from omniflex.flex.syncs import HostSyncCounter, count_host_syncs
 from omniflex.flex.telemetry import FlexTelemetry, plot_telemetry, read_telemetry
 from omniflex.flex.weight import FlexWeight
 
@@ -66,11 +67,13 @@ __all__ = [
     "FlexTensor",
     "FlexTypeError",
     "FlexWeight",
+    "HostSyncCounter",
     "LowPrecisionOptimizer",
     "Matmul",
     "QuantizeOutput",
     "convert_to_flex",
     "convert_to_float_emulation",
+    "count_host_syncs",
     "flex_bmm",
     "flex_conv2d",
     "flex_disabled",
