@@ -12,6 +12,7 @@ Quick start::
 """
 
 from omniflex.flex.autoflex import AutoflexConfig, AutoflexState
+from omniflex.flex.autoflex_device import DeviceAutoflexState
 from omniflex.flex.config import RECIPES, FlexConfig
 from omniflex.flex.convert import (
     convert_to_flex,
@@ -49,6 +50,7 @@ __all__ = [
     "RECIPES",
     "AutoflexConfig",
     "AutoflexState",
+    "DeviceAutoflexState",
     "FlexAdam",
     "FlexConfig",
     "FlexConv2d",

@@ -22,7 +22,20 @@ import torch
 
 from omniflex.flex.errors import FlexTypeError
 
-__all__ = ["FlexFormat", "FlexTensor"]
+__all__ = ["FlexFormat", "FlexTensor", "exact_pow2"]
+
+
+def exact_pow2(exponent: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``2**exponent`` of an integer tensor as ``dtype`` (float32 or float64), exactly.
+
+    The exponent is written into the float's exponent field, so no ``exp2`` implementation can
+    round it and no value is read back to the host. Every exponent must give a normal number
+    (float32: [-126, 127]; float64: [-1022, 1023]): flex exponents lie within [-100, 100]."""
+    if dtype == torch.float32:
+        return ((exponent.to(torch.int32) + 127) << 23).view(torch.float32)
+    if dtype == torch.float64:
+        return ((exponent.to(torch.int64) + 1023) << 52).view(torch.float64)
+    raise ValueError(f"exact_pow2 makes float32 or float64, got {dtype}")
 
 
 @dataclass(frozen=True)
@@ -126,10 +139,14 @@ class FlexTensor:
 
     Not a ``torch.Tensor`` subclass: it is the storage form. ``to_float()`` is exact because
     every N <= 16 bit integer is a float32 and the scale is a power of two.
+
+    ``exponent`` is a Python int, or a 0-d integer tensor on the mantissas' device when
+    Autoflex keeps its state there (``omniflex.flex.autoflex_device``): then the scale is a
+    tensor too and nothing is read back to the host (its range was checked where it was made).
     """
 
     mantissa: torch.Tensor
-    exponent: int
+    exponent: int | torch.Tensor
     format: FlexFormat = field(default_factory=FlexFormat)
 
     def __post_init__(self) -> None:
@@ -138,6 +155,13 @@ class FlexTensor:
                 f"{self.format.name} mantissa must be stored as {self.format.storage_dtype}, "
                 f"got {self.mantissa.dtype}"
             )
+        if isinstance(self.exponent, torch.Tensor):
+            if self.exponent.dim() != 0 or self.exponent.is_floating_point():
+                raise FlexTypeError(
+                    f"a flex exponent tensor must be a 0-d integer tensor, got "
+                    f"{self.exponent.dtype} of shape {tuple(self.exponent.shape)}"
+                )
+            return
         exponent = int(self.exponent)
         if not self.format.min_exponent <= exponent <= self.format.max_exponent:
             raise ValueError(
@@ -147,8 +171,11 @@ class FlexTensor:
         self.exponent = exponent
 
     @property
-    def scale(self) -> float:
-        """Value of one mantissa step, ``2**exponent``."""
+    def scale(self) -> float | torch.Tensor:
+        """Value of one mantissa step, ``2**exponent`` (a 0-d float32 tensor for a tensor
+        exponent)."""
+        if isinstance(self.exponent, torch.Tensor):
+            return exact_pow2(self.exponent)
         return math.ldexp(1.0, self.exponent)
 
     @property

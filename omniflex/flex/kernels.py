@@ -30,13 +30,15 @@ from typing import Any, Literal
 
 import torch
 
-from omniflex.flex.format import FlexFormat
+from omniflex.flex.format import FlexFormat, exact_pow2
 
 __all__ = [
     "KernelName",
     "QuantizeOutput",
+    "absolute_max",
     "compile_variant",
     "overwrite_pays",
+    "quantize_at_device_exponent",
     "quantize_reference",
     "quantize_tensor",
     "requantize_",
@@ -55,13 +57,17 @@ OVERWRITE_MIN_BYTES = 32 << 20
 
 @dataclass
 class QuantizeOutput:
-    """Result of quantising one tensor at one exponent."""
+    """Result of quantising one tensor at one exponent.
+
+    From a device-resident Autoflex state (``omniflex.flex.autoflex_device``) ``amax``,
+    ``flushes`` and ``exponent`` are 0-d tensors on the input's device (float32, int64, int64)
+    rather than Python numbers: reading them would make the host wait."""
 
     mantissa: torch.Tensor | None  # integer storage, same shape as the input
     values: torch.Tensor | None  # float32 on the flex grid: mantissa * 2**exponent
-    amax: float  # max |x| of the *input* (NaN/Inf propagate)
-    flushes: int  # non-zero inputs that became zero
-    exponent: int
+    amax: float | torch.Tensor  # max |x| of the *input* (NaN/Inf propagate)
+    flushes: int | torch.Tensor  # non-zero inputs that became zero
+    exponent: int | torch.Tensor
 
 
 def _quantize_core(
@@ -75,16 +81,33 @@ def _quantize_core(
     want_values: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, float, int]:
     """The reference: few, in-place kernels, since small tensors are dominated by launches."""
-    lo, hi = torch.aminmax(x)  # one pass; NaN propagates (vector_norm(inf) is 6x slower)
-    amax = torch.maximum(-lo, hi)
-    scaled = x * inv_scale  # exact: multiplication by a power of two
-    # round half to even, or stochastically: floor(x + u), u ~ U[0, 1)
-    clamped = scaled.round_() if noise is None else scaled.add_(noise).floor_()
-    clamped.clamp_(-max_mantissa, max_mantissa)
+    amax = absolute_max(x)
+    clamped = _round_to_grid(x, inv_scale, noise, max_mantissa)
     flushes = torch.count_nonzero(x) - torch.count_nonzero(clamped)
     mantissa = clamped.to(storage_dtype) if want_mantissa else None
     values = clamped.mul_(scale) if want_values else None
     return mantissa, values, amax.item(), int(flushes.item())
+
+
+def absolute_max(x: torch.Tensor) -> torch.Tensor:
+    """max |x| as a 0-d tensor of ``x``'s dtype (0 for an empty ``x``; NaN propagates)."""
+    if x.numel() == 0:
+        return torch.zeros((), dtype=x.dtype, device=x.device)
+    lo, hi = torch.aminmax(x)  # one pass; NaN propagates (vector_norm(inf) is 6x slower)
+    return torch.maximum(-lo, hi)
+
+
+def _round_to_grid(
+    x: torch.Tensor,  # (n,) float32
+    inv_scale: torch.Tensor | float,  # 2**-exponent
+    noise: torch.Tensor | None,
+    max_mantissa: int,
+) -> torch.Tensor:
+    """``x``'s mantissas as float32: scaled, rounded and saturated (a new tensor)."""
+    scaled = x * inv_scale  # exact: multiplication by a power of two
+    # round half to even, or stochastically: floor(x + u), u ~ U[0, 1)
+    clamped = scaled.round_() if noise is None else scaled.add_(noise).floor_()
+    return clamped.clamp_(-max_mantissa, max_mantissa)
 
 
 def _quantize_core_packed(
@@ -268,6 +291,53 @@ def quantize_tensor(
     )
 
 
+def quantize_at_device_exponent(
+    x: torch.Tensor,
+    exponent: torch.Tensor,  # 0-d integer, on x's device
+    fmt: FlexFormat,
+    *,
+    noise: torch.Tensor | None = None,
+    want_mantissa: bool = True,
+    want_values: bool = False,
+    kernel: KernelName = "eager",
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """``quantize_tensor`` at an exponent held in a device tensor, with nothing read back:
+    returns the mantissas, the values and the flush count (0-d int64). The maximum is not
+    measured again: the caller measured it (``absolute_max``) to choose ``exponent``."""
+    if x.dtype != torch.float32:
+        x = x.float()
+    shape = x.shape
+    if x.numel() == 0:
+        mantissa = torch.empty(shape, dtype=fmt.storage_dtype, device=x.device)
+        flushes = torch.zeros((), dtype=torch.int64, device=x.device)
+        return mantissa if want_mantissa else None, x.clone() if want_values else None, flushes
+    flat = x.detach().reshape(-1)
+    flat_noise = None if noise is None else noise.reshape(-1).to(flat.dtype)
+    inv_scale, scale = exact_pow2(-exponent), exact_pow2(exponent)
+    compiled = (
+        resolve_kernel(kernel, x) == "compiled" and flat.numel() % 2 == 0 and flat.numel() < 2**31
+    )
+    if compiled:
+        variant = (want_mantissa, want_values, noise is not None, fmt.storage_dtype)
+        mantissa, values, stats = _compiled_core(variant)(
+            flat, inv_scale, scale, flat_noise, fmt.max_mantissa, fmt.storage_dtype,
+            want_mantissa, want_values,
+        )  # fmt: skip
+        if mantissa is not None and mantissa.dtype == torch.int32:
+            mantissa = mantissa.view(torch.int16)
+        flushes = stats[1].to(torch.int64)
+    else:
+        clamped = _round_to_grid(flat, inv_scale, flat_noise, fmt.max_mantissa)
+        flushes = torch.count_nonzero(flat) - torch.count_nonzero(clamped)
+        mantissa = clamped.to(fmt.storage_dtype) if want_mantissa else None
+        values = clamped.mul_(scale) if want_values else None
+    return (
+        None if mantissa is None else mantissa.view(shape),
+        None if values is None else values.view(shape),
+        flushes,
+    )
+
+
 def overwrite_pays(x: torch.Tensor) -> bool:
     """Whether ``requantize_`` (a read-only statistics pass, then an in-place rewrite) beats a
     new values tensor for ``x``: a CPU float32 tensor of at least ``OVERWRITE_MIN_BYTES``. Below
@@ -283,7 +353,7 @@ def overwrite_pays(x: torch.Tensor) -> bool:
 
 def requantize_(
     x: torch.Tensor,
-    exponent: int,
+    exponent: int | torch.Tensor,
     fmt: FlexFormat,
     *,
     noise: torch.Tensor | None = None,
@@ -301,14 +371,13 @@ def requantize_(
         return x
     flat = x.detach().view(-1)
     flat_noise = None if noise is None else noise.reshape(-1).to(flat.dtype)
-    if resolve_kernel(kernel, x) == "compiled":
+    compiled = resolve_kernel(kernel, x) == "compiled"
+    if isinstance(exponent, torch.Tensor):  # a device-resident exponent: scales as tensors
+        inv_scale, scale = exact_pow2(-exponent), exact_pow2(exponent)
+    elif compiled:
         inv_scale, scale = _scale_tensors(exponent, x.device)
-        _compiled_requantize(noise is not None)(
-            flat, inv_scale, scale, flat_noise, fmt.max_mantissa
-        )
     else:
-        _requantize_core(
-            flat, math.ldexp(1.0, -exponent), math.ldexp(1.0, exponent), flat_noise,
-            fmt.max_mantissa,
-        )  # fmt: skip
+        inv_scale, scale = math.ldexp(1.0, -exponent), math.ldexp(1.0, exponent)
+    core = _compiled_requantize(noise is not None) if compiled else _requantize_core
+    core(flat, inv_scale, scale, flat_noise, fmt.max_mantissa)
     return x
