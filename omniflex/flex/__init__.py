@@ -15,6 +15,7 @@ from omniflex.flex.autoflex import AutoflexConfig, AutoflexState
 from omniflex.flex.autoflex_device import DeviceAutoflexState
 from omniflex.flex.config import RECIPES, FlexConfig
 from omniflex.flex.convert import (
+    check_flex_step,
     convert_to_flex,
     flex_disabled,
     flex_frozen,
@@ -73,6 +74,7 @@ __all__ = [
     "LowPrecisionOptimizer",
     "Matmul",
     "QuantizeOutput",
+    "check_flex_step",
     "convert_to_flex",
     "convert_to_float_emulation",
     "count_host_syncs",

@@ -61,9 +61,13 @@ BLOCK_SIZE = 128
 
 def blocked_attention_applies(qk_op: FlexOp, av_op: FlexOp) -> bool:
     """Whether ``flex_causal_attention`` gives these ops the written-out path's numbers:
-    round-to-nearest (stochastic noise is drawn per whole tensor), and not frozen inference
-    (which keeps its own fixed-exponent path)."""
-    return all(op.config.rounding == "nearest" and not op.fast for op in (qk_op, av_op))
+    round-to-nearest (stochastic noise is drawn per whole tensor), not frozen inference
+    (which keeps its own fixed-exponent path), and Autoflex states on the host (the blocks
+    settle a state on their maxima read back; device-resident states quantise whole tensors)."""
+    return all(
+        op.config.rounding == "nearest" and not op.fast and op.config.autoflex_state == "host"
+        for op in (qk_op, av_op)
+    )
 
 
 def flex_causal_attention(

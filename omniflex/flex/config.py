@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from omniflex.common.configs import config_from_dict, dump_yaml, load_yaml
-from omniflex.flex.autoflex import AutoflexConfig
+from omniflex.flex.autoflex import AutoflexConfig, AutoflexState
+from omniflex.flex.autoflex_device import AnyAutoflexState, DeviceAutoflexState
 from omniflex.flex.format import FlexFormat
 from omniflex.flex.kernels import KernelName
 
@@ -15,6 +16,7 @@ __all__ = ["RECIPES", "FlexConfig"]
 
 WeightMode = Literal["paper", "master"]
 Rounding = Literal["nearest", "stochastic"]
+AutoflexResidence = Literal["host", "device"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class FlexConfig:
         quantize_outputs: re-quantise each op's float32 result (the paper's semantics); turning
             it off leaves outputs in float32 for ablations.
         kernel: quantisation kernel (``auto`` compiles large tensors when a compiler exists).
+        autoflex_state: where Autoflex keeps each tensor's statistics. ``"host"``: Python
+            numbers (``AutoflexState``, the reference), read back from the device at every
+            quantisation. ``"device"``: small tensors beside the data
+            (``DeviceAutoflexState``), nothing read back per op, the same exponents; call
+            ``check_flex_step(model, optimizer)`` once a step to raise on NaN/Inf.
     """
 
     format: FlexFormat = field(default_factory=FlexFormat)
@@ -42,6 +49,7 @@ class FlexConfig:
     weight_rounding: Rounding = "nearest"
     quantize_outputs: bool = True
     kernel: KernelName = "auto"
+    autoflex_state: AutoflexResidence = "host"
 
     def __post_init__(self) -> None:
         if isinstance(self.format, str):
@@ -59,6 +67,17 @@ class FlexConfig:
                 )
         if self.kernel not in ("auto", "eager", "compiled"):
             raise ValueError(f"kernel must be 'auto', 'eager' or 'compiled', got {self.kernel!r}")
+        if self.autoflex_state not in ("host", "device"):
+            raise ValueError(
+                f"autoflex_state must be 'host' or 'device', got {self.autoflex_state!r}"
+            )
+
+    def new_autoflex_state(self, name: str) -> AnyAutoflexState:
+        """A fresh Autoflex state for the tensor use ``name``, kept where ``autoflex_state``
+        says."""
+        if self.autoflex_state == "device":
+            return DeviceAutoflexState(name, self.format, self.autoflex)
+        return AutoflexState(name, self.format, self.autoflex)
 
     @classmethod
     def from_recipe_name(cls, name: str, **overrides: Any) -> FlexConfig:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from torch import nn
 
-from omniflex.flex.autoflex import AutoflexState
+from omniflex.flex.autoflex_device import AnyAutoflexState, check_states
 from omniflex.flex.config import FlexConfig
 from omniflex.flex.errors import FlexConversionError
 from omniflex.flex.matmul import Matmul
 from omniflex.flex.modules import FlexConv2d, FlexEmbedding, FlexLinear, FlexMatmul, FlexModule
 
 __all__ = [
+    "check_flex_step",
     "convert_to_flex",
     "flex_disabled",
     "flex_frozen",
@@ -86,10 +88,21 @@ def flex_modules(module: nn.Module) -> Iterator[tuple[str, FlexModule]]:
             yield name, mod
 
 
-def flex_states(module: nn.Module) -> Iterator[AutoflexState]:
+def flex_states(module: nn.Module) -> Iterator[AnyAutoflexState]:
     """Every Autoflex state in ``module``'s tree."""
     for _, mod in flex_modules(module):
         yield from mod.flex_states().values()
+
+
+def check_flex_step(model: nn.Module, optimizer: Any | None = None) -> None:
+    """Once per training step with device-resident Autoflex (``FlexConfig.autoflex_state=
+    "device"``): raise ``FlexNonFiniteError`` if a NaN or Inf reached any state of ``model`` or
+    ``optimizer`` during the step, and warn on saturation — the checks the host states make at
+    every op, here with one read-back for the whole step. Does nothing for host states."""
+    states = list(flex_states(model))
+    if optimizer is not None and hasattr(optimizer, "flex_states"):
+        states.extend(optimizer.flex_states())
+    check_states(states)
 
 
 def set_flex_frozen(module: nn.Module, frozen: bool = True, *, cache_weights: bool = True) -> None:

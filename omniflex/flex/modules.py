@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from omniflex.flex.autoflex import AutoflexState
+from omniflex.flex.autoflex_device import AnyAutoflexState
 from omniflex.flex.config import FlexConfig
 from omniflex.flex.errors import FlexConversionError
 from omniflex.flex.ops import FlexOp, flex_conv2d, flex_embedding, flex_linear, flex_matmul
@@ -40,7 +40,7 @@ class FlexModule(nn.Module):
         if p is None or self.flex_config.weight_mode == "master":
             return p
         cfg = self.flex_config
-        state = AutoflexState(f"{self.op.name}.{role}.storage", cfg.format, cfg.autoflex)
+        state = cfg.new_autoflex_state(f"{self.op.name}.{role}.storage")
         stochastic = cfg.weight_rounding == "stochastic"
         return nn.Parameter(FlexWeight.from_float(p, state, stochastic=stochastic), p.requires_grad)
 
@@ -51,7 +51,7 @@ class FlexModule(nn.Module):
             return p.dequantize()
         return p
 
-    def flex_states(self) -> dict[str, AutoflexState]:
+    def flex_states(self) -> dict[str, AnyAutoflexState]:
         """Every Autoflex state of this module, by full tensor name."""
         states = {s.name: s for s in self.op.states.values()}
         for name in _PARAM_NAMES:
@@ -83,7 +83,7 @@ class FlexModule(nn.Module):
                 continue
             if isinstance(p, FlexWeight):
                 destination[prefix + name + "_mantissa"] = p.mantissa.clone()
-                destination[prefix + name + "_exponent"] = torch.tensor(p.exponent)
+                destination[prefix + name + "_exponent"] = _host_exponent(p.exponent)
             else:
                 destination[prefix + name] = p if keep_vars else p.detach()
         for name, b in self._buffers.items():
@@ -137,6 +137,13 @@ class FlexModule(nn.Module):
         base = super().extra_repr()
         mode = self.flex_config.weight_mode
         return f"{base}, {self.flex_config.format.name}, weights={mode}"
+
+
+def _host_exponent(exponent: int | torch.Tensor) -> torch.Tensor:
+    """A weight's exponent as saved: a 0-d int64 CPU tensor (read back if on a device)."""
+    if isinstance(exponent, torch.Tensor):
+        return exponent.detach().to("cpu", torch.int64).clone()
+    return torch.tensor(exponent)
 
 
 def _bare(cls: type[FlexModule]) -> Any:

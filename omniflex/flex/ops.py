@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from omniflex.flex.autoflex import AutoflexState
+from omniflex.flex.autoflex_device import AnyAutoflexState
 from omniflex.flex.config import FlexConfig
 from omniflex.flex.errors import FlexTypeError
 from omniflex.flex.format import FlexTensor
@@ -53,16 +53,16 @@ class FlexOp:
     def __init__(self, name: str, config: FlexConfig | None = None) -> None:
         self.name = name
         self.config = config or FlexConfig()
-        self.states: dict[str, AutoflexState] = {}
+        self.states: dict[str, AnyAutoflexState] = {}
         self.clock = 0
         self.frozen = False  # inference: fixed exponents, no statistics (see the module doc)
         self.cache_weights = True
         self._weight_cache: dict[str, tuple[tuple[int, int, int], torch.Tensor]] = {}
 
-    def state(self, role: str) -> AutoflexState:
+    def state(self, role: str) -> AnyAutoflexState:
         st = self.states.get(role)
         if st is None:
-            st = AutoflexState(f"{self.name}.{role}", self.config.format, self.config.autoflex)
+            st = self.config.new_autoflex_state(f"{self.name}.{role}")
             self.states[role] = st
         return st
 

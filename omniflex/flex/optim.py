@@ -12,6 +12,11 @@ exponent handles badly: small-gradient entries would flush to zero and then divi
 
 ``FlexAdam``'s step on a large tensor (where ``FlexConfig.kernel`` compiles) runs fused: see
 ``_adam_core``. Everything else, and every first step, takes the reference path, op by op.
+
+With device-resident Autoflex states (``FlexConfig.autoflex_state="device"``) the stored
+exponents are 0-d device tensors and every step takes the reference path (the fused step
+settles its states on maxima read back); ``state_dict`` saves them as ints, as the host
+states do, so either kind of optimizer loads the other's.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from typing import Any
 
 import torch
 
-from omniflex.flex.autoflex import AutoflexState
+from omniflex.flex.autoflex_device import AnyAutoflexState
 from omniflex.flex.config import FlexConfig
-from omniflex.flex.format import FlexTensor
+from omniflex.flex.format import FlexTensor, exact_pow2
 from omniflex.flex.kernels import _quantize_core_packed, compile_variant, resolve_kernel
 from omniflex.flex.weight import FlexWeight
 
@@ -38,7 +43,7 @@ class _FlexOptimizer(torch.optim.Optimizer):
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], config: FlexConfig | None):
         super().__init__(params, defaults)
         self.flex_config = config or FlexConfig()
-        self._live: dict[torch.Tensor, dict[str, AutoflexState]] = {}
+        self._live: dict[torch.Tensor, dict[str, AnyAutoflexState]] = {}
         self._names: dict[torch.Tensor, str] = {}
         for gi, group in enumerate(self.param_groups):
             names = group.get("param_names") or [
@@ -47,13 +52,12 @@ class _FlexOptimizer(torch.optim.Optimizer):
             for p, name in zip(group["params"], names, strict=True):
                 self._names[p] = name
 
-    def _state(self, p: torch.Tensor, role: str) -> AutoflexState:
+    def _state(self, p: torch.Tensor, role: str) -> AnyAutoflexState:
         live = self._live.setdefault(p, {})
         st = live.get(role)
         if st is None:
-            cfg = self.flex_config
             name = f"optim.{self._names.get(p, 'param')}.{role}"
-            st = AutoflexState(name, cfg.format, cfg.autoflex)
+            st = self.flex_config.new_autoflex_state(name)
             saved = self.state[p].get("autoflex", {}).get(role)
             if saved is not None:
                 st.load_state_dict(saved)
@@ -82,7 +86,10 @@ class _FlexOptimizer(torch.optim.Optimizer):
         if role + "_mantissa" not in st:
             return None
         fmt = self.flex_config.format
-        return FlexTensor(st[role + "_mantissa"], int(st[role + "_exponent"]), fmt).to_float()
+        exponent = st[role + "_exponent"]
+        if not isinstance(exponent, torch.Tensor):
+            exponent = int(exponent)
+        return FlexTensor(st[role + "_mantissa"], exponent, fmt).to_float()
 
     @staticmethod
     def _apply(p: torch.Tensor, update: torch.Tensor) -> None:
@@ -124,15 +131,27 @@ class _FlexOptimizer(torch.optim.Optimizer):
         # An entry under half a mantissa step of the stored exponent reads 0 while the first
         # moment (stored with its own, finer exponent) may not: m / eps would explode. Floor the
         # root at the storage's resolution, the smallest value it could have held.
-        return r.clamp_min(0.5 * math.ldexp(1.0, int(self.state[p][role + "_exponent"])))
+        exponent = self.state[p][role + "_exponent"]
+        if isinstance(exponent, torch.Tensor):  # device-resident: 0.5 * 2**e, exact, no read
+            return r.clamp_min(0.5 * exact_pow2(exponent))
+        return r.clamp_min(0.5 * math.ldexp(1.0, int(exponent)))
 
-    def flex_states(self) -> list[AutoflexState]:
+    def flex_states(self) -> list[AnyAutoflexState]:
         return [s for live in self._live.values() for s in live.values()]
 
     def state_dict(self) -> dict[str, Any]:
         for p, live in self._live.items():
             self.state[p]["autoflex"] = {role: s.state_dict() for role, s in live.items()}
-        return super().state_dict()
+        saved = super().state_dict()
+        # Device-resident exponents are saved as the host states save theirs: Python ints.
+        saved["state"] = {
+            index: {
+                key: int(v) if key.endswith("_exponent") and isinstance(v, torch.Tensor) else v
+                for key, v in per_param.items()
+            }
+            for index, per_param in saved["state"].items()
+        }
+        return saved
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -236,10 +255,13 @@ class FlexAdam(_FlexOptimizer):
 
     def _fuses(self, p: torch.Tensor) -> bool:
         """Whether ``p``'s step runs fused: moments already stored, a compiled kernel for its
-        size, int16 storage (packed pairs, an even count) and round-to-nearest throughout
-        (stochastic noise would be drawn in another order than the reference draws it)."""
+        size, int16 storage (packed pairs, an even count), round-to-nearest throughout
+        (stochastic noise would be drawn in another order than the reference draws it) and
+        host Autoflex states."""
         cfg = self.flex_config
         if "exp_avg_sqrt_mantissa" not in self.state[p] or cfg.weight_rounding != "nearest":
+            return False
+        if cfg.autoflex_state != "host":  # it settles its states on maxima read back
             return False
         if cfg.format.storage_dtype != torch.int16 or p.numel() % 2 or p.numel() >= 2**31:
             return False

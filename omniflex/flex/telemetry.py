@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from omniflex.flex.autoflex import AutoflexState
+from omniflex.flex.autoflex_device import AnyAutoflexState
 from omniflex.flex.convert import flex_states
 
 __all__ = ["FlexTelemetry", "plot_telemetry", "read_telemetry"]
@@ -46,7 +46,7 @@ class FlexTelemetry:
         """Append the current statistics of every state; returns the number of lines written."""
         if step % self.every:
             return 0
-        states: list[AutoflexState] = list(flex_states(model))
+        states: list[AnyAutoflexState] = list(flex_states(model))
         if optimizer is not None and hasattr(optimizer, "flex_states"):
             states.extend(optimizer.flex_states())
         for st in states:

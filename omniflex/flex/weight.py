@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_map
 
-from omniflex.flex.autoflex import AutoflexState
+from omniflex.flex.autoflex_device import AnyAutoflexState
 from omniflex.flex.format import FlexTensor
 
 __all__ = ["FlexWeight"]
@@ -28,7 +28,11 @@ class _Store:
     """Storage shared by a weight and its detached aliases (``nn.Parameter`` detaches once)."""
 
     def __init__(
-        self, mantissa: torch.Tensor, exponent: int, state: AutoflexState, stochastic: bool
+        self,
+        mantissa: torch.Tensor,
+        exponent: int | torch.Tensor,  # a 0-d device tensor with a device-resident state
+        state: AnyAutoflexState,
+        stochastic: bool,
     ):
         self.mantissa = mantissa
         self.exponent = exponent
@@ -55,7 +59,7 @@ class FlexWeight(torch.Tensor):
 
     @classmethod
     def from_float(
-        cls, x: torch.Tensor, state: AutoflexState, *, stochastic: bool = False
+        cls, x: torch.Tensor, state: AnyAutoflexState, *, stochastic: bool = False
     ) -> FlexWeight:
         """Quantise float ``x`` with ``state`` (Algorithm 1 on first use) into a new weight."""
         flex = state.to_flex(x.detach().float(), stochastic=stochastic)
@@ -67,11 +71,13 @@ class FlexWeight(torch.Tensor):
         return self._store.mantissa
 
     @property
-    def exponent(self) -> int:
+    def exponent(self) -> int | torch.Tensor:
+        """The shared exponent: an int, or a 0-d tensor on the weight's device when its
+        Autoflex state lives there (updated in place, so graphs may hold it)."""
         return self._store.exponent
 
     @property
-    def state(self) -> AutoflexState:
+    def state(self) -> AnyAutoflexState:
         return self._store.state
 
     @property
@@ -94,14 +100,23 @@ class FlexWeight(torch.Tensor):
         store = self._store
         flex = store.state.to_flex(values.detach().float(), stochastic=store.stochastic)
         store.mantissa.copy_(flex.mantissa)
-        store.exponent = flex.exponent
+        self._set_exponent(flex.exponent)
         return self
 
     @torch.no_grad()
     def load_flex_(self, mantissa: torch.Tensor, exponent: int) -> None:
         """Set mantissas and exponent exactly (checkpoint loading)."""
         self._store.mantissa.copy_(mantissa)
-        self._store.exponent = int(exponent)
+        self._set_exponent(exponent)
+
+    def _set_exponent(self, exponent: int | torch.Tensor) -> None:
+        store = self._store
+        if isinstance(store.exponent, torch.Tensor):
+            store.exponent.copy_(torch.as_tensor(exponent))  # in place: no read-back
+        elif isinstance(exponent, torch.Tensor):
+            store.exponent = exponent.clone()
+        else:
+            store.exponent = int(exponent)
 
     @property
     def nbytes_stored(self) -> int:
@@ -123,9 +138,10 @@ class FlexWeight(torch.Tensor):
             return FlexWeight(args[0]._store)
         if func is aten.clone.default:  # deepcopy and clone keep the flex storage
             src = args[0]._store
-            store = _Store(
-                src.mantissa.clone(), src.exponent, copy.deepcopy(src.state), src.stochastic
-            )
+            exponent = src.exponent
+            if isinstance(exponent, torch.Tensor):
+                exponent = exponent.clone()
+            store = _Store(src.mantissa.clone(), exponent, copy.deepcopy(src.state), src.stochastic)
             return FlexWeight(store)
 
         def unwrap(t: Any) -> Any:

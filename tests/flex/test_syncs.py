@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from omniflex.flex import FlexAdam, FlexConfig, convert_to_flex, flex_states
+from omniflex.flex import FlexAdam, FlexConfig, check_flex_step, convert_to_flex, flex_states
 from omniflex.flex.syncs import count_host_syncs
 
 
@@ -71,3 +71,15 @@ def test_host_reference_step_reads_every_maximum_back():
     assert quantisations == 41
     assert syncs.total == 2 * quantisations == 82, syncs.sites
     assert set(syncs.kinds) == {"item"}
+
+
+def test_device_resident_step_reads_back_once_at_the_step_check():
+    model, opt, step = small_mlp_step(FlexConfig(kernel="eager", autoflex_state="device"))
+    step()
+    with count_host_syncs() as syncs:
+        step()  # forward, backward and FlexAdam: 41 quantisations, nothing read back
+    assert syncs.total == 0, syncs.sites
+    with count_host_syncs() as syncs:
+        step()
+        check_flex_step(model, opt)  # NaN/Inf and saturation, for every state at once
+    assert syncs.total == 1, syncs.sites
