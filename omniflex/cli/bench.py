@@ -19,7 +19,7 @@ __all__ = ["add_parser"]
 def _cmd_flex(args: argparse.Namespace) -> int:
     from omniflex.flex.bench import run_flex_benchmarks
 
-    results = run_flex_benchmarks(args.only)
+    results = run_flex_benchmarks(args.only, device=args.device, autoflex_state=args.autoflex_state)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -84,6 +84,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     flex.add_argument(
         "--only", action="append", choices=list(BENCHMARKS), help="run only these (repeatable)"
     )
+    flex.add_argument(
+        "--device", default="cpu", help="device of the timed benchmarks (default: cpu; e.g. cuda)"
+    )
+    flex.add_argument(
+        "--autoflex-state", choices=["host", "device"], default="host",
+        help="where the flex steps keep Autoflex's statistics (FlexConfig.autoflex_state)",
+    )  # fmt: skip
     flex.set_defaults(func=_cmd_flex)
 
     tokenizers = bench_sub.add_parser(
