@@ -10,6 +10,8 @@ each recorded even when another fails:
   bit for bit (eager kernels, and the default ``auto`` kernels, where inductor compiles);
 * ``syncs``: host reads per training step, host and device Autoflex (``count_host_syncs``,
   and on CUDA the driver's own count through ``torch.cuda.set_sync_debug_mode``);
+* ``compile``: a whole device-resident training step through ``torch._dynamo.explain``
+  (graphs, graph breaks, their reasons), and compiled (inductor) against eager, bit for bit;
 * ``bench_flex``: the Linear and small-MLP steps against float32, with host and device
   Autoflex (``omniflex bench flex --device``);
 * ``bench_model``: the tiny model's training step against float32 (``omniflex bench model``,
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._dynamo
 from torch import nn
 
 from omniflex.flex import (
@@ -52,7 +55,7 @@ from omniflex.flex.syncs import count_host_syncs
 from omniflex.model.bench import SHIPPED_LAYOUT, bench_train_step
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("tests", "exactness", "syncs", "bench_flex", "bench_model")
+SECTIONS = ("tests", "exactness", "syncs", "compile", "bench_flex", "bench_model")
 
 
 def log(message: str) -> None:
@@ -147,20 +150,41 @@ def _autoflex_exact(device: torch.device, steps: int, numel: int) -> dict[str, A
     return result
 
 
-def _mlp_run(config: FlexConfig, device: torch.device, steps: int, width: int) -> tuple:
+def _training(
+    config: FlexConfig, device: torch.device, width: int
+) -> tuple[nn.Module, FlexAdam, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """A 3-layer MLP in flex, its FlexAdam, and one training step of it."""
     torch.manual_seed(0)
     layers = [nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()]
     model = convert_to_flex(nn.Sequential(*layers, nn.Linear(width, 8)).to(device), config=config)
     opt = FlexAdam(model.parameters(), lr=1e-3, config=config)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        x = torch.randn(32, width, generator=gen).to(device)
-        y = torch.randn(32, 8, generator=gen).to(device)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = (model(x) - y).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         check_flex_step(model, opt)
+        return loss.detach()
+
+    return model, opt, step
+
+
+def _batches(device: torch.device, steps: int, width: int) -> list[tuple[torch.Tensor, ...]]:
+    gen = torch.Generator().manual_seed(0)
+    return [
+        (
+            torch.randn(32, width, generator=gen).to(device),
+            torch.randn(32, 8, generator=gen).to(device),
+        )
+        for _ in range(steps)
+    ]
+
+
+def _mlp_run(config: FlexConfig, device: torch.device, steps: int, width: int) -> tuple:
+    model, opt, step = _training(config, device, width)
+    for x, y in _batches(device, steps, width):
+        step(x, y)
     return model.state_dict(), opt.state_dict()
 
 
@@ -190,20 +214,9 @@ def run_exactness(args: argparse.Namespace, seconds_left: float) -> dict[str, An
 
 # --------------------------------------------------------------------------- syncs
 def _step_fn(config: FlexConfig, device: torch.device, width: int) -> Callable[[], None]:
-    torch.manual_seed(0)
-    layers = [nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()]
-    model = convert_to_flex(nn.Sequential(*layers, nn.Linear(width, 8)).to(device), config=config)
-    opt = FlexAdam(model.parameters(), lr=1e-3, config=config)
-    x, y = torch.randn(32, width, device=device), torch.randn(32, 8, device=device)
-
-    def step() -> None:
-        loss = (model(x) - y).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        check_flex_step(model, opt)
-
-    return step
+    _, _, step = _training(config, device, width)
+    ((x, y),) = _batches(device, 1, width)
+    return lambda: step(x, y)
 
 
 def _cuda_syncs(step: Callable[[], None]) -> int:
@@ -238,6 +251,42 @@ def run_syncs(args: argparse.Namespace, seconds_left: float) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- compile
+def run_compile(args: argparse.Namespace, seconds_left: float) -> dict[str, Any]:
+    """The whole device-resident step under dynamo: graphs, breaks and their reasons
+    (``torch._dynamo.explain``), and the compiled step (inductor; dynamo only in ``--tiny``)
+    against the eager one, bit for bit, weights and Autoflex states included."""
+    device = torch.device(args.device)
+    width, steps = (32, 3) if args.tiny else (256, 6)
+    config = FlexConfig(autoflex_state="device")
+    _, _, step = _training(config, device, width)
+    ((x, y),) = _batches(device, 1, width)
+    step(x, y)
+    report = torch._dynamo.explain(step)(x, y)
+    reasons = sorted({r.reason.splitlines()[0] for r in report.break_reasons})
+    backend = "eager" if args.tiny else "inductor"
+    torch._dynamo.reset()
+    eager_model, eager_opt, eager_step = _training(config, device, width)
+    model, opt, step = _training(config, device, width)
+    compiled = torch.compile(step, backend=backend)
+    losses_equal = all(
+        torch.equal(eager_step(bx, by), compiled(bx, by))
+        for bx, by in _batches(device, steps, width)
+    )
+    equal = _same(eager_model.state_dict(), model.state_dict()) and _same(
+        eager_opt.state_dict(), opt.state_dict()
+    )
+    return {
+        "ok": losses_equal and equal,
+        "graphs": report.graph_count,
+        "graph_breaks": report.graph_break_count,
+        "break_reasons": reasons,
+        "backend": backend,
+        "compiled_equals_eager": {"losses": losses_equal, "weights_states_optimizer": equal},
+        "steps": steps,
+    }
+
+
 # --------------------------------------------------------------------------- benchmarks
 def run_bench_flex(args: argparse.Namespace, seconds_left: float) -> dict[str, Any]:
     device = torch.device(args.device)
@@ -270,6 +319,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, float], dict[str, Any]]] = {
     "tests": run_tests,
     "exactness": run_exactness,
     "syncs": run_syncs,
+    "compile": run_compile,
     "bench_flex": run_bench_flex,
     "bench_model": run_bench_model,
 }

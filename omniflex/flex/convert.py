@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 
 from omniflex.flex.autoflex_device import AnyAutoflexState, check_states
@@ -94,6 +95,7 @@ def flex_states(module: nn.Module) -> Iterator[AnyAutoflexState]:
         yield from mod.flex_states().values()
 
 
+@torch.compiler.disable(reason="reads the step's Autoflex alarms back to the host, once")
 def check_flex_step(model: nn.Module, optimizer: Any | None = None) -> None:
     """Once per training step with device-resident Autoflex (``FlexConfig.autoflex_state=
     "device"``): raise ``FlexNonFiniteError`` if a NaN or Inf reached any state of ``model`` or

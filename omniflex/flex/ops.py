@@ -164,6 +164,18 @@ def fixed_values(x: torch.Tensor, exponent: int, max_mantissa: int) -> torch.Ten
     )
 
 
+@torch.compiler.disable(reason="flex ops update Autoflex state inside their autograd Function")
+def _apply(fn: type[torch.autograd.Function], *args: Any) -> torch.Tensor:
+    """``fn.apply(*args)``, run eagerly even inside ``torch.compile``.
+
+    A flex op's autograd Function updates Autoflex states as it runs, and a ``FlexWeight`` is
+    not a traceable tensor subclass. Traced, dynamo breaks the graph at such a Function, or —
+    with paper-mode weights — traces through it and drops it from autograd, so the loss loses
+    its gradients without an error. Until the ops are written to be traced, each runs eagerly
+    between compiled regions, with the eager numbers (``tests/flex/test_compile.py``)."""
+    return fn.apply(*args)
+
+
 def _weight_operand(op: FlexOp, role: str, w: torch.Tensor | None) -> FlexTensor | None:
     """Flex storage of a weight: itself in paper mode, quantised per use in master mode."""
     if w is None:
@@ -226,7 +238,7 @@ def flex_linear(
         w, b = op.frozen_weight("weight", weight), op.frozen_weight("bias", bias)
         return op.frozen_output("output", F.linear(op.frozen_values("input", x), w, b))
     op.tick()
-    return _FlexLinearFn.apply(x, weight, bias, op)
+    return _apply(_FlexLinearFn, x, weight, bias, op)
 
 
 # --------------------------------------------------------------------------- conv2d
@@ -273,7 +285,7 @@ def flex_conv2d(
     """``F.conv2d`` (zero padding given as integers) in Flexpoint."""
     op.tick()
     geometry = (tuple(stride), tuple(padding), tuple(dilation), groups)
-    return _FlexConv2dFn.apply(_check_input(op, x), weight, bias, op, geometry)
+    return _apply(_FlexConv2dFn, _check_input(op, x), weight, bias, op, geometry)
 
 
 # --------------------------------------------------------------------------- embedding
@@ -313,7 +325,7 @@ def flex_embedding(
         # Gathered rows already lie on the table's grid: decode only the rows used.
         return F.embedding(idx, weight.mantissa).float() * math.ldexp(1.0, weight.exponent)
     op.tick()
-    return _FlexEmbeddingFn.apply(idx, weight, op, padding_idx)
+    return _apply(_FlexEmbeddingFn, idx, weight, op, padding_idx)
 
 
 # --------------------------------------------------------------------------- matmul
@@ -369,7 +381,7 @@ def flex_matmul(a: torch.Tensor, b: torch.Tensor, op: FlexOp) -> torch.Tensor:
         y = torch.matmul(op.frozen_values("input_a", a), op.frozen_values("input_b", b))
         return op.frozen_output("output", y)
     op.tick()
-    return _FlexMatmulFn.apply(a, b, op)
+    return _apply(_FlexMatmulFn, a, b, op)
 
 
 def flex_bmm(a: torch.Tensor, b: torch.Tensor, op: FlexOp) -> torch.Tensor:

@@ -98,6 +98,7 @@ class _FlexOptimizer(torch.optim.Optimizer):
         else:
             p.add_(update)
 
+    @torch.compiler.disable(reason="FlexWeight is no traceable tensor subclass")
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One update of every parameter that has a gradient."""

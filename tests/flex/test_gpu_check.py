@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = {"tests", "exactness", "syncs", "bench_flex", "bench_model"}
+SECTIONS = {"tests", "exactness", "syncs", "compile", "bench_flex", "bench_model"}
 
 
 def test_gpu_check_tiny_run_prints_one_json_summary():
@@ -35,3 +35,5 @@ def test_gpu_check_tiny_run_prints_one_json_summary():
         assert {"linear_step_vs_fp32", "small_mlp_step_vs_fp32"} <= set(bench)
         assert all(b["ratio"] > 0 and b["autoflex_state"] == where for b in bench.values())
     assert "ratio_flex16_vs_float32" in summary["sections"]["bench_model"]
+    compiled = summary["sections"]["compile"]
+    assert compiled["graph_breaks"] >= 3 and compiled["break_reasons"]  # reported, not hidden
