@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -325,6 +326,14 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, float], dict[str, Any]]] = {
 }
 
 
+class _OutOfTime(BaseException):
+    """SIGTERM (``gpu_check.sh``'s time limit): stop, and still print the summary so far."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _OutOfTime
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="toy sizes: check the script on a CPU")
@@ -346,16 +355,20 @@ def main(argv: list[str] | None = None) -> int:
         "tiny": args.tiny,
         "sections": {},
     }
+    signal.signal(signal.SIGTERM, _stop)
+    stopped = False
     for name in SECTIONS:
         spent = time.perf_counter() - start
-        if name in args.skip or spent > args.budget:
-            why = "skipped" if name in args.skip else f"skipped: budget of {args.budget} s spent"
+        if name in args.skip or spent > args.budget or stopped:
+            why = "skipped" if name in args.skip else "skipped: out of time"
             summary["sections"][name] = {"ok": None, "seconds": 0.0, "note": why}
             continue
         log(f"{name} ...")
         t0 = time.perf_counter()
         try:
             result = RUNNERS[name](args, args.budget - spent)
+        except _OutOfTime:
+            result, stopped = {"ok": False, "error": "stopped by the time limit"}, True
         except Exception as err:  # one section's failure must not lose the others
             result = {"ok": False, "error": f"{type(err).__name__}: {err}"}
             log(traceback.format_exc())

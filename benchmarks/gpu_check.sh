@@ -12,4 +12,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout 590 "${PYTHON:-python3}" benchmarks/gpu_check.py "$@"
+exec timeout -k 20 590 "${PYTHON:-python3}" benchmarks/gpu_check.py "$@"
