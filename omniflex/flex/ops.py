@@ -57,7 +57,7 @@ class FlexOp:
         self.clock = 0
         self.frozen = False  # inference: fixed exponents, no statistics (see the module doc)
         self.cache_weights = True
-        self._weight_cache: dict[str, tuple[tuple[int, int, int], torch.Tensor]] = {}
+        self._weight_cache: dict[str, tuple[tuple[Any, ...], torch.Tensor]] = {}
 
     def state(self, role: str) -> AnyAutoflexState:
         st = self.states.get(role)
@@ -110,7 +110,8 @@ class FlexOp:
         if not isinstance(w, FlexWeight):  # master mode: quantised per use
             return self.frozen_values(role, w.detach())
         m = w.mantissa
-        key = (m.data_ptr(), m._version, w.exponent)
+        e = w.exponent  # a device-resident one changes in place: its version says when
+        key = (m.data_ptr(), m._version, (e.data_ptr(), e._version) if torch.is_tensor(e) else e)
         hit = self._weight_cache.get(role)
         if hit is not None and hit[0] == key:
             return hit[1]
@@ -323,7 +324,7 @@ def flex_embedding(
         )
     if op.fast and isinstance(weight, FlexWeight):
         # Gathered rows already lie on the table's grid: decode only the rows used.
-        return F.embedding(idx, weight.mantissa).float() * math.ldexp(1.0, weight.exponent)
+        return F.embedding(idx, weight.mantissa).float() * weight.flex().scale
     op.tick()
     return _apply(_FlexEmbeddingFn, idx, weight, op, padding_idx)
 

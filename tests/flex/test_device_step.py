@@ -16,6 +16,8 @@ from omniflex.flex import (
     FlexWeight,
     check_flex_step,
     convert_to_flex,
+    flex_disabled,
+    flex_frozen,
     flex_states,
 )
 
@@ -120,3 +122,19 @@ def test_config_names_the_field_and_round_trips():
     config = FlexConfig(autoflex_state="device")
     assert FlexConfig.from_yaml(config.to_yaml()) == config
     assert FlexConfig().autoflex_state == "host"  # the reference stays the default
+
+
+def test_frozen_and_disabled_inference_with_device_states_equal_the_host_ones():
+    outs = {}
+    for where in ("host", "device"):
+        torch.manual_seed(0)
+        layers = [nn.Embedding(10, 8), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)]
+        model = convert_to_flex(nn.Sequential(*layers), config=FlexConfig(autoflex_state=where))
+        idx = torch.randint(0, 10, (4, 5))
+        model(idx).sum().backward()  # the states run once
+        with torch.no_grad(), flex_frozen(model):
+            frozen = [model(idx), model(idx)]  # the second from the cached weight views
+        with flex_disabled(model):
+            plain = model(idx)
+        outs[where] = [*frozen, plain]
+    same(outs["host"], outs["device"])
