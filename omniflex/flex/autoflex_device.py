@@ -13,6 +13,10 @@ counters in int64 — and runs Autoflex as tensor operations:
 3. the tensor is quantised once, at that exponent (``kernels.quantize_at_device_exponent``);
 4. the statistics are recorded and the next exponent predicted (Algorithm 2).
 
+Steps 2 and 4 are some two hundred operations on scalars and 16-element tensors. Written as
+pure functions of the state tensors (``_settle``, ``_record``), they run as a couple of compiled
+kernels wherever a compiler exists (``kernel="auto"`` or ``"compiled"``), eagerly otherwise.
+
 **The overflow recompute without a read-back.** The reference quantises at the predicted
 exponent, and when the maximum overflows it clears the history, records twice the maximum,
 predicts again, raises the exponent while the maximum still overflows, and quantises again.
@@ -55,10 +59,11 @@ equal) and ``load_state_dict`` takes either's.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import warnings
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -70,9 +75,11 @@ from omniflex.flex.kernels import (
     KernelName,
     QuantizeOutput,
     absolute_max,
+    compile_variant,
     overwrite_pays,
     quantize_at_device_exponent,
     requantize_,
+    resolve_small_kernel,
 )
 
 __all__ = ["AnyAutoflexState", "DeviceAutoflexState", "check_states"]
@@ -89,16 +96,6 @@ _SAVED_COUNTERS = (
     ("last_flushes", _LAST_FLUSHES), ("last_exponent", _LAST_EXPONENT),
 )  # fmt: skip
 _F64 = torch.float64
-
-
-@dataclass
-class _Settled:
-    """An update whose exponent is settled, waiting for the flush count of its quantisation."""
-
-    exponent: torch.Tensor  # 0-d int64: quantise at this
-    fields: list[torch.Tensor]  # the new int64 state vector, flush fields still old
-    floats: torch.Tensor  # (history + 1,) float64: the new history, then the last maximum
-    finite: torch.Tensor  # 0-d bool: False skips the update
 
 
 class DeviceAutoflexState:
@@ -165,133 +162,29 @@ class DeviceAutoflexState:
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
         x32 = x.detach() if x.dtype == torch.float32 else x.detach().float()
         amax = absolute_max(x32)
-        settled = self._settle(amax, clock)
+        settle, record = _statistics_kernels(self.format, self.config, kernel, x.device)
+        exponent, ints, floats, finite = settle(
+            self.format, self.config, self._ints, self._floats, self._slots, self._offsets, amax,
+            clock,
+        )  # fmt: skip
         if overwrite and want_values and not want_mantissa and overwrite_pays(x):
             nonzero = torch.count_nonzero(x32)
-            values = requantize_(x, settled.exponent, self.format, noise=noise, kernel=kernel)
+            values = requantize_(x, exponent, self.format, noise=noise, kernel=kernel)
             mantissa, flushes = None, nonzero - torch.count_nonzero(values)
         else:
             mantissa, values, flushes = quantize_at_device_exponent(
-                x32, settled.exponent, self.format, noise=noise, want_mantissa=want_mantissa,
+                x32, exponent, self.format, noise=noise, want_mantissa=want_mantissa,
                 want_values=want_values, kernel=kernel,
             )  # fmt: skip
-        self._record(settled, flushes, x.numel())
-        return QuantizeOutput(mantissa, values, amax, flushes, settled.exponent)
+        self._ints.copy_(record(ints, flushes, finite, x.numel()))
+        self._floats.copy_(floats)
+        return QuantizeOutput(mantissa, values, amax, flushes, exponent)
 
     def to_flex(self, x: torch.Tensor, **kwargs: Any) -> FlexTensor:
         """Quantise ``x`` with this state and return the storage form (a tensor exponent)."""
         out = self.quantize(x, want_mantissa=True, want_values=False, **kwargs)
         assert out.mantissa is not None
         return FlexTensor(out.mantissa, out.exponent, self.format)
-
-    # ----------------------------------------------------------------- Autoflex as tensor ops
-    def _settle(self, amax: torch.Tensor, clock: int | torch.Tensor | None) -> _Settled:
-        """``AutoflexState.begin`` and ``settle`` on the device."""
-        fmt, cfg, length = self.format, self.config, self.config.history
-        ints, floats = self._ints, self._floats
-        exponent, count, last_clock = ints[_EXPONENT], ints[_COUNT], ints[_LAST_CLOCK]
-        initialized = ints[_INITIALIZED] != 0
-        if clock is not None:  # begin: a state idle for too long starts again
-            if cfg.stale_after:
-                stale = (clock - last_clock) > cfg.stale_after
-                initialized = initialized & ~stale
-                count = torch.where(stale, 0, count)  # an uninitialised history is empty
-            last_clock = torch.zeros_like(last_clock).add_(clock)
-        a = amax.to(_F64)  # exact, as float(amax) is
-        finite = torch.isfinite(a)
-        a = torch.where(finite, a, 0.0)
-        e_fit = self._smallest_fitting_exponent(a)
-        overflow = self._overflows(a, exponent)
-        positive = a > 0
-        first = ~initialized
-        redo = initialized & overflow if cfg.recompute_on_overflow else torch.zeros_like(overflow)
-        # The reference's recompute: the history [2·max] predicts, then the exponent rises
-        # while the maximum overflows (spread 0: the history has one value).
-        redone = torch.maximum(self._exponent_for(2.0 * a, 0.0, exponent), e_fit)
-        settled = torch.where(
-            first, torch.where(positive, e_fit, exponent), torch.where(redo, redone, exponent)
-        )
-        append = (first & positive) | initialized
-        history = floats[:length]
-        shifted = torch.cat([history[1:], torch.where(redo, 2.0 * a, a).view(1)])
-        new_history = torch.where(append, shifted, history)
-        new_count = torch.where(append, torch.where(redo, 1, (count + 1).clamp_max(length)), count)
-        now_initialized = initialized | positive
-        # record: saturation, and the prediction for the next use
-        saturated = torch.round(a * exact_pow2(-settled, _F64)) > fmt.max_mantissa
-        predicted = self._predict(new_history, new_count, settled)
-        next_exponent = torch.where(now_initialized, predicted, settled)
-
-        def keep(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-            return torch.where(finite, new, old)
-
-        fields = [
-            keep(next_exponent, exponent),
-            keep(now_initialized, initialized).to(torch.int64),
-            keep(new_count, count),
-            last_clock,
-            ints[_UPDATES] + finite,
-            ints[_OVERFLOWS] + (finite & initialized & overflow),
-            ints[_SATURATIONS] + (finite & saturated),
-            ints[_FLUSHES],
-            ints[_ELEMENTS],
-            ints[_LAST_FLUSHES],
-            keep(settled, ints[_LAST_EXPONENT]),
-            ints[_NONFINITE] + ~finite,
-        ]
-        new_floats = torch.cat([keep(new_history, history), keep(a, floats[length]).view(1)])
-        return _Settled(settled, fields, new_floats, finite)
-
-    def _record(self, settled: _Settled, flushes: torch.Tensor, numel: int) -> None:
-        """``AutoflexState.record``'s counts, written into the state tensors in place."""
-        fields, finite = settled.fields, settled.finite
-        fields[_FLUSHES] = fields[_FLUSHES] + flushes * finite
-        fields[_ELEMENTS] = fields[_ELEMENTS] + finite * numel
-        fields[_LAST_FLUSHES] = torch.where(finite, flushes, fields[_LAST_FLUSHES])
-        self._ints.copy_(torch.stack(fields))
-        self._floats.copy_(settled.floats)
-
-    def _overflows(self, a: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
-        """``round(a * 2**-exponent) >= max_mantissa`` (half to even, as Python's round)."""
-        return torch.round(a * exact_pow2(-exponent, _F64)) >= self.format.max_mantissa
-
-    def _smallest_fitting_exponent(self, a: torch.Tensor) -> torch.Tensor:
-        """Algorithm 1's result: the smallest exponent in range at which ``a`` does not
-        overflow. With ``a = m * 2**b``, m in [0.5, 1), exponent ``b - N`` always overflows
-        and ``b - N + 2`` (``b - N + 3`` for N = 2) never does."""
-        fmt = self.format
-        safe = torch.where(a > 0, a, 1.0)
-        binary = ((safe.view(torch.int64) >> 52) & 0x7FF) - 1022  # frexp's exponent b
-        candidates = binary - (fmt.mantissa_bits - 1) + self._offsets  # (3,)
-        overflowing = self._overflows(safe, candidates).sum()  # overflow is monotone
-        return (candidates[0] + overflowing).clamp(fmt.min_exponent, fmt.max_exponent)
-
-    def _predict(
-        self, history: torch.Tensor, count: torch.Tensor, exponent: torch.Tensor
-    ) -> torch.Tensor:
-        """``AutoflexState.predict``: the last ``count`` slots of ``history`` are the history."""
-        length = self.config.history
-        valid = self._slots >= length - count
-        n = count.to(_F64).clamp_min(1.0)
-        kept = torch.where(valid, history, 0.0)  # maxima are >= 0
-        mean = kept.sum() / n
-        deviation = torch.where(valid, history - mean, 0.0)
-        spread = torch.where(count < 2, 0.0, torch.sqrt((deviation * deviation).sum() / n))
-        predicted = self._exponent_for(kept.amax(), spread, exponent)
-        return torch.where(count == 0, exponent, predicted)
-
-    def _exponent_for(
-        self, top: torch.Tensor, spread: torch.Tensor | float, exponent: torch.Tensor
-    ) -> torch.Tensor:
-        """The exponent that maps χ = α(top + β·spread + γ·2**exponent) to the top of the
-        mantissa range, in the reference's float64 operations and order."""
-        cfg, fmt = self.config, self.format
-        kappa = exact_pow2(exponent, _F64)
-        chi = cfg.alpha * (top + cfg.beta * spread + cfg.gamma * kappa)
-        bits = (chi / fmt.max_mantissa).view(torch.int64)  # positive and normal where used
-        ceil_log2 = ((bits >> 52) & 0x7FF) - 1023 + ((bits & ((1 << 52) - 1)) != 0).to(torch.int64)
-        clamped = ceil_log2.clamp(fmt.min_exponent, fmt.max_exponent)
-        return torch.where(chi <= 0.0, fmt.min_exponent, clamped)
 
     # ----------------------------------------------------------------- host views (read back)
     def _host(self) -> tuple[list[int], list[float]]:
@@ -386,6 +279,170 @@ class DeviceAutoflexState:
             f"DeviceAutoflexState({self.name!r}, {self.format.name}, device={self.device}, "
             f"history length {self.config.history})"
         )
+
+
+# --------------------------------------------------------------------------- Autoflex as tensor ops
+# Pure functions of the state tensors (and the format and config, constants to the compiler),
+# so that one ``torch.compile`` call can fuse each into a kernel or two
+# (``_statistics_kernels``); eagerly they are some two hundred small operations.
+def _settle(
+    fmt: FlexFormat,
+    cfg: AutoflexConfig,
+    ints: torch.Tensor,  # (12,) int64 state vector
+    floats: torch.Tensor,  # (history + 1,) float64: history slots, last maximum
+    slots: torch.Tensor,  # (history,) arange
+    offsets: torch.Tensor,  # (3,) arange
+    amax: torch.Tensor,  # 0-d float32, max |x|
+    clock: int | torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``AutoflexState.begin``, ``settle`` and ``record`` but the flush counts: returns the
+    exponent to quantise at, the new int64 state vector (flush fields not yet updated), the
+    new float64 one and whether the maximum was finite (if not, only ``begin`` happened)."""
+    length = cfg.history
+    exponent, count, last_clock = ints[_EXPONENT], ints[_COUNT], ints[_LAST_CLOCK]
+    initialized = ints[_INITIALIZED] != 0
+    if clock is not None:  # begin: a state idle for too long starts again
+        if cfg.stale_after:
+            stale = (clock - last_clock) > cfg.stale_after
+            initialized = initialized & ~stale
+            count = torch.where(stale, 0, count)  # an uninitialised history is empty
+        last_clock = torch.zeros_like(last_clock) + clock
+    a = amax.to(_F64)  # exact, as float(amax) is
+    finite = torch.isfinite(a)
+    a = torch.where(finite, a, 0.0)
+    e_fit = _smallest_fitting_exponent(fmt, offsets, a)
+    overflow = _overflows(fmt, a, exponent)
+    positive = a > 0
+    first = ~initialized
+    redo = initialized & overflow if cfg.recompute_on_overflow else torch.zeros_like(overflow)
+    # The reference's recompute: the history [2·max] predicts, then the exponent rises while
+    # the maximum overflows (spread 0: the history has one value).
+    redone = torch.maximum(_exponent_for(fmt, cfg, 2.0 * a, 0.0, exponent), e_fit)
+    settled = torch.where(
+        first, torch.where(positive, e_fit, exponent), torch.where(redo, redone, exponent)
+    )
+    append = (first & positive) | initialized
+    history = floats[:length]
+    shifted = torch.cat([history[1:], torch.where(redo, 2.0 * a, a).view(1)])
+    new_history = torch.where(append, shifted, history)
+    new_count = torch.where(append, torch.where(redo, 1, (count + 1).clamp_max(length)), count)
+    now_initialized = initialized | positive
+    # record: saturation, and the prediction for the next use
+    saturated = torch.round(a * exact_pow2(-settled, _F64)) > fmt.max_mantissa
+    predicted = _predict(fmt, cfg, slots, new_history, new_count, settled)
+    next_exponent = torch.where(now_initialized, predicted, settled)
+
+    def keep(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        return torch.where(finite, new, old)
+
+    fields = [
+        keep(next_exponent, exponent),
+        keep(now_initialized, initialized).to(torch.int64),
+        keep(new_count, count),
+        last_clock,
+        ints[_UPDATES] + finite,
+        ints[_OVERFLOWS] + (finite & initialized & overflow),
+        ints[_SATURATIONS] + (finite & saturated),
+        ints[_FLUSHES],
+        ints[_ELEMENTS],
+        ints[_LAST_FLUSHES],
+        keep(settled, ints[_LAST_EXPONENT]),
+        ints[_NONFINITE] + ~finite,
+    ]
+    new_floats = torch.cat([keep(new_history, history), keep(a, floats[length]).view(1)])
+    return settled, torch.stack(fields), new_floats, finite
+
+
+def _record(
+    ints: torch.Tensor, flushes: torch.Tensor, finite: torch.Tensor, numel: int
+) -> torch.Tensor:
+    """``AutoflexState.record``'s flush and element counts, added to ``_settle``'s vector."""
+    counted = torch.stack(
+        [
+            ints[_FLUSHES] + flushes * finite,
+            ints[_ELEMENTS] + finite * numel,
+            torch.where(finite, flushes, ints[_LAST_FLUSHES]),
+        ]
+    )
+    return torch.cat([ints[:_FLUSHES], counted, ints[_LAST_FLUSHES + 1 :]])
+
+
+def _overflows(fmt: FlexFormat, a: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """``round(a * 2**-exponent) >= max_mantissa`` (half to even, as Python's round)."""
+    return torch.round(a * exact_pow2(-exponent, _F64)) >= fmt.max_mantissa
+
+
+def _smallest_fitting_exponent(
+    fmt: FlexFormat, offsets: torch.Tensor, a: torch.Tensor
+) -> torch.Tensor:
+    """Algorithm 1's result: the smallest exponent in range at which ``a`` does not overflow.
+    With ``a = m * 2**b``, m in [0.5, 1), exponent ``b - N`` always overflows and
+    ``b - N + 2`` (``b - N + 3`` for N = 2) never does."""
+    safe = torch.where(a > 0, a, 1.0)
+    binary = ((safe.view(torch.int64) >> 52) & 0x7FF) - 1022  # frexp's exponent b
+    candidates = binary - (fmt.mantissa_bits - 1) + offsets  # (3,)
+    overflowing = _overflows(fmt, safe, candidates).sum()  # overflow is monotone
+    return (candidates[0] + overflowing).clamp(fmt.min_exponent, fmt.max_exponent)
+
+
+def _predict(
+    fmt: FlexFormat,
+    cfg: AutoflexConfig,
+    slots: torch.Tensor,
+    history: torch.Tensor,
+    count: torch.Tensor,
+    exponent: torch.Tensor,
+) -> torch.Tensor:
+    """``AutoflexState.predict``: the last ``count`` slots of ``history`` are the history."""
+    valid = slots >= cfg.history - count
+    n = count.to(_F64).clamp_min(1.0)
+    kept = torch.where(valid, history, 0.0)  # maxima are >= 0
+    mean = kept.sum() / n
+    deviation = torch.where(valid, history - mean, 0.0)
+    spread = torch.where(count < 2, 0.0, torch.sqrt((deviation * deviation).sum() / n))
+    predicted = _exponent_for(fmt, cfg, kept.amax(), spread, exponent)
+    return torch.where(count == 0, exponent, predicted)
+
+
+def _exponent_for(
+    fmt: FlexFormat,
+    cfg: AutoflexConfig,
+    top: torch.Tensor,
+    spread: torch.Tensor | float,
+    exponent: torch.Tensor,
+) -> torch.Tensor:
+    """The exponent that maps χ = α(top + β·spread + γ·2**exponent) to the top of the mantissa
+    range, in the reference's float64 operations and order."""
+    kappa = exact_pow2(exponent, _F64)
+    chi = cfg.alpha * (top + cfg.beta * spread + cfg.gamma * kappa)
+    bits = (chi / fmt.max_mantissa).view(torch.int64)  # positive and normal where used
+    ceil_log2 = ((bits >> 52) & 0x7FF) - 1023 + ((bits & ((1 << 52) - 1)) != 0).to(torch.int64)
+    clamped = ceil_log2.clamp(fmt.min_exponent, fmt.max_exponent)
+    return torch.where(chi <= 0.0, fmt.min_exponent, clamped)
+
+
+def _statistics_kernels(
+    fmt: FlexFormat, cfg: AutoflexConfig, kernel: KernelName, device: torch.device
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``_settle`` and ``_record``, compiled where ``kernel`` says (``auto``: wherever a
+    compiler exists, since the statistics are many small operations at any tensor size)."""
+    if resolve_small_kernel(kernel, device) == "eager":
+        return _settle, _record
+    return _compiled_settle(fmt, cfg), _compiled_record()
+
+
+_variant_ids = itertools.count()
+
+
+@functools.cache
+def _compiled_settle(fmt: FlexFormat, cfg: AutoflexConfig) -> Callable[..., Any]:
+    """One compiled ``_settle`` per format and config (each its own code object)."""
+    return compile_variant(_settle, (fmt.name, next(_variant_ids)))
+
+
+@functools.cache
+def _compiled_record() -> Callable[..., Any]:
+    return compile_variant(_record, ())
 
 
 #: Either kind of Autoflex state (``FlexConfig.autoflex_state`` picks one).

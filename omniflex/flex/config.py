@@ -34,7 +34,8 @@ class FlexConfig:
             updates smaller than half a step survive on average).
         quantize_outputs: re-quantise each op's float32 result (the paper's semantics); turning
             it off leaves outputs in float32 for ablations.
-        kernel: quantisation kernel (``auto`` compiles large tensors when a compiler exists).
+        kernel: quantisation kernel (``auto`` compiles large tensors when a compiler exists,
+            and device-resident Autoflex statistics at any size).
         autoflex_state: where Autoflex keeps each tensor's statistics. ``"host"``: Python
             numbers (``AutoflexState``, the reference), read back from the device at every
             quantisation. ``"device"``: small tensors beside the data

@@ -43,6 +43,7 @@ __all__ = [
     "quantize_tensor",
     "requantize_",
     "resolve_kernel",
+    "resolve_small_kernel",
 ]
 
 KernelName = Literal["auto", "eager", "compiled"]
@@ -216,6 +217,17 @@ def resolve_kernel(kernel: KernelName, x: torch.Tensor) -> Literal["eager", "com
     if kernel == "auto":
         big = x.numel() >= _COMPILED_MIN_NUMEL
         return "compiled" if big and _compiler_available(x.device.type) else "eager"
+    if kernel not in ("eager", "compiled"):
+        raise ValueError(f"kernel must be 'auto', 'eager' or 'compiled', got {kernel!r}")
+    return kernel
+
+
+def resolve_small_kernel(kernel: KernelName, device: torch.device) -> Literal["eager", "compiled"]:
+    """Pick the kernel for a run of small operations (device-resident Autoflex statistics):
+    ``auto`` compiles wherever a compiler exists, since one fused call beats a few hundred
+    launches whatever the tensor's size."""
+    if kernel == "auto":
+        return "compiled" if _compiler_available(device.type) else "eager"
     if kernel not in ("eager", "compiled"):
         raise ValueError(f"kernel must be 'auto', 'eager' or 'compiled', got {kernel!r}")
     return kernel

@@ -7,7 +7,13 @@ import warnings
 import pytest
 import torch
 
-from omniflex.flex import AutoflexConfig, AutoflexState, FlexFormat, FlexNonFiniteError
+from omniflex.flex import (
+    AutoflexConfig,
+    AutoflexState,
+    FlexFormat,
+    FlexNonFiniteError,
+    autoflex_device,
+)
 from omniflex.flex.autoflex_device import DeviceAutoflexState, check_states
 from omniflex.flex.kernels import cxx_compiler_found
 from omniflex.flex.syncs import count_host_syncs
@@ -83,7 +89,7 @@ def test_device_state_equals_the_reference_bit_for_bit(fmt, config, device):
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f"{f.name}b{f.bias}")
 def test_algorithm_1_in_closed_form_equals_the_walk(fmt):
-    ref, dev = AutoflexState("a", fmt), DeviceAutoflexState("a", fmt)
+    ref, offsets = AutoflexState("a", fmt), torch.arange(3)
     rng = random.Random(0)
     maxima = [rng.uniform(0.5, 1.0) * 2.0 ** rng.randint(-149, 127) for _ in range(300)]
     for k in range(fmt.min_exponent - 20, fmt.max_exponent + 20):
@@ -96,7 +102,9 @@ def test_algorithm_1_in_closed_form_equals_the_walk(fmt):
     for a in maxima:
         if a <= 0.0 or math.isinf(a):
             continue
-        got = int(dev._smallest_fitting_exponent(torch.tensor(a, dtype=torch.float64)))
+        got = int(
+            autoflex_device._smallest_fitting_exponent(fmt, offsets, torch.tensor(a).double())
+        )
         for start in (fmt.min_exponent, -3, fmt.max_exponent):
             assert got == ref.initial_exponent(a, start=start), (a, start)
 
@@ -115,8 +123,11 @@ def test_prediction_equals_the_reference_on_random_histories():
         exponent = rng.randint(-31, 0)
         dev = DeviceAutoflexState("p", config=config)
         dev.load_state_dict(ref.state_dict())
-        slots = dev._floats[: config.history]
-        got = dev._predict(slots, torch.tensor(n), torch.tensor(exponent))
+        history = dev._floats[: config.history]
+        slots = torch.arange(config.history)
+        got = autoflex_device._predict(
+            dev.format, config, slots, history, torch.tensor(n), torch.tensor(exponent)
+        )
         assert int(got) == ref.predict(exponent), (trial, history, exponent)
 
 
@@ -149,6 +160,22 @@ def test_compiled_kernel_at_a_device_exponent_equals_the_reference():
         x[::9] = 0.0
         ref_out = ref.quantize(x, want_values=True, kernel="compiled", clock=i)
         dev_out = dev.quantize(x, want_values=True, kernel="compiled", clock=i)
+        assert_same_update(ref_out, dev_out, ref, dev, f"step {i}")
+
+
+@pytest.mark.skipif(not cxx_compiler_found(), reason="no C++ compiler for torch.compile")
+@pytest.mark.parametrize("config", ["paper", "no_recompute", "stale_soon"])
+def test_compiled_statistics_equal_the_reference(config, device):
+    # kernel="compiled" also runs the statistics' tensor ops as compiled kernels
+    config = CONFIGS[config]
+    ref, dev = AutoflexState("t", config=config), DeviceAutoflexState("t", config=config)
+    for i, (x, clock) in enumerate(tensors()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ref_out = ref.quantize(x, want_values=True, clock=clock)
+        with count_host_syncs() as syncs:
+            dev_out = dev.quantize(x.to(device), want_values=True, kernel="compiled", clock=clock)
+        assert syncs.total == 0 or i == 0, syncs.sites  # the first call compiles
         assert_same_update(ref_out, dev_out, ref, dev, f"step {i}")
 
 
