@@ -38,6 +38,7 @@ from typing import Any
 import torch
 import torch._dynamo
 from torch import nn
+from torch._dynamo.utils import counters
 
 from omniflex.flex import (
     AutoflexState,
@@ -270,6 +271,7 @@ def run_compile(args: argparse.Namespace, seconds_left: float) -> dict[str, Any]
     eager_model, eager_opt, eager_step = _training(config, device, width)
     model, opt, step = _training(config, device, width)
     compiled = torch.compile(step, backend=backend)
+    counters.clear()
     losses_equal = all(
         torch.equal(eager_step(bx, by), compiled(bx, by))
         for bx, by in _batches(device, steps, width)
@@ -285,6 +287,9 @@ def run_compile(args: argparse.Namespace, seconds_left: float) -> dict[str, Any]
         "backend": backend,
         "compiled_equals_eager": {"losses": losses_equal, "weights_states_optimizer": equal},
         "steps": steps,
+        # more graphs than the first step's are recompiles (a Python int that changes each
+        # step — an op's clock, the optimizer's step count — is a guard)
+        "graphs_compiled_over_steps": counters["stats"]["unique_graphs"],
     }
 
 

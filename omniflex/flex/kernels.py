@@ -213,7 +213,11 @@ def _compiler_available(device_type: str) -> bool:
 
 
 def resolve_kernel(kernel: KernelName, x: torch.Tensor) -> Literal["eager", "compiled"]:
-    """Pick the kernel for ``x``: ``auto`` compiles large tensors where a compiler exists."""
+    """Pick the kernel for ``x``: ``auto`` compiles large tensors where a compiler exists.
+    Inside a graph being compiled it is always the eager definition, which that graph takes in
+    (a compiled kernel called there would break it)."""
+    if torch.compiler.is_compiling() and kernel in ("auto", "compiled"):
+        return "eager"
     if kernel == "auto":
         big = x.numel() >= _COMPILED_MIN_NUMEL
         return "compiled" if big and _compiler_available(x.device.type) else "eager"
@@ -225,7 +229,9 @@ def resolve_kernel(kernel: KernelName, x: torch.Tensor) -> Literal["eager", "com
 def resolve_small_kernel(kernel: KernelName, device: torch.device) -> Literal["eager", "compiled"]:
     """Pick the kernel for a run of small operations (device-resident Autoflex statistics):
     ``auto`` compiles wherever a compiler exists, since one fused call beats a few hundred
-    launches whatever the tensor's size."""
+    launches whatever the tensor's size. Inside a graph being compiled: eager, as above."""
+    if torch.compiler.is_compiling() and kernel in ("auto", "compiled"):
+        return "eager"
     if kernel == "auto":
         return "compiled" if _compiler_available(device.type) else "eager"
     if kernel not in ("eager", "compiled"):

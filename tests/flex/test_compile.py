@@ -14,6 +14,7 @@ import torch._dynamo
 from torch import nn
 
 from omniflex.flex import FlexAdam, FlexConfig, check_flex_step, convert_to_flex
+from omniflex.flex.kernels import cxx_compiler_found
 
 
 def same(a, b):
@@ -63,8 +64,18 @@ def test_compiled_step_equals_the_eager_step_bit_for_bit(weight_mode, where):
     assert same(eager_opt.state_dict(), opt.state_dict())
 
 
-def test_graph_breaks_of_a_device_resident_step_are_reported():
-    config = FlexConfig(kernel="eager", autoflex_state="device")
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        "eager",
+        pytest.param(
+            "compiled",  # statistics compiled apart, but taken into the step's graphs
+            marks=pytest.mark.skipif(not cxx_compiler_found(), reason="no C++ compiler"),
+        ),
+    ],
+)
+def test_graph_breaks_of_a_device_resident_step_are_reported(kernel):
+    config = FlexConfig(kernel=kernel, autoflex_state="device")
     model, _, step = training(config)
     ((x, y),) = batches(1)
     step(x, y)  # the states exist
