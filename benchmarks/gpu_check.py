@@ -10,12 +10,12 @@ each recorded even when another fails:
   bit for bit (eager kernels, and the default ``auto`` kernels, where inductor compiles);
 * ``syncs``: host reads per training step, host and device Autoflex (``count_host_syncs``,
   and on CUDA the driver's own count through ``torch.cuda.set_sync_debug_mode``);
-* ``compile``: a whole device-resident training step through ``torch._dynamo.explain``
-  (graphs, graph breaks, their reasons), and compiled (inductor) against eager, bit for bit;
 * ``bench_flex``: the Linear and small-MLP steps against float32, with host and device
   Autoflex (``omniflex bench flex --device``);
 * ``bench_model``: the tiny model's training step against float32 (``omniflex bench model``,
-  which has no device option yet: it runs on the CPU).
+  which has no device option yet: it runs on the CPU);
+* ``compile``: a whole device-resident training step through ``torch._dynamo.explain``
+  (graphs, graph breaks, their reasons), and compiled (inductor) against eager, bit for bit.
 
 Progress goes to stderr; the exit status is 0 when the summary was written.
 """
@@ -57,7 +57,8 @@ from omniflex.flex.syncs import count_host_syncs
 from omniflex.model.bench import SHIPPED_LAYOUT, bench_train_step
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("tests", "exactness", "syncs", "compile", "bench_flex", "bench_model")
+#: In order of what a short run must not miss: an optional part last.
+SECTIONS = ("tests", "exactness", "syncs", "bench_flex", "bench_model", "compile")
 
 
 def log(message: str) -> None:
@@ -69,7 +70,7 @@ def run_tests(args: argparse.Namespace, seconds_left: float) -> dict[str, Any]:
     files = ["tests/flex/test_syncs.py", "tests/flex/test_format.py"] if args.tiny else []
     command = [sys.executable, "-m", "pytest", *(files or ["tests/flex"]), "-q"]
     command += ["-p", "no:cacheprovider"]
-    timeout = max(30.0, min(seconds_left, 330.0))
+    timeout = max(30.0, min(seconds_left, 300.0))
     try:
         done = subprocess.run(
             command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
