@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,9 @@ class AutoflexState:
         self.last_flushes = 0
         self.last_exponent = self.exponent
         self._warned_saturation = False
+        # For a tensor split across ranks (``omniflex.flex.sharding``): turns this rank's maximum
+        # into the whole tensor's, so that every shard settles on the same exponent.
+        self.amax_reduce: Callable[[float], float] | None = None
 
     # ----------------------------------------------------------------- prediction
     def _max_mantissa_at(self, amax: float, exponent: int) -> float:
@@ -206,13 +210,14 @@ class AutoflexState:
             )  # fmt: skip
 
         out = run(self.begin(clock))
-        exponent = self.settle(out.amax, out.exponent, shape=tuple(x.shape), module=module)
+        amax = out.amax if self.amax_reduce is None else self.amax_reduce(out.amax)
+        exponent = self.settle(amax, out.exponent, shape=tuple(x.shape), module=module)
         if exponent != out.exponent:
             out = run(exponent)
         if in_place:
             values = requantize_(x, out.exponent, self.format, noise=noise, kernel=kernel)
             out = QuantizeOutput(None, values, out.amax, out.flushes, out.exponent)
-        self.record(out.amax, out.flushes, out.exponent, x.numel())
+        self.record(amax, out.flushes, out.exponent, x.numel())
         return out
 
     # ------------------------------------------------- the protocol, one step at a time

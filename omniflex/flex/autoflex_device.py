@@ -123,6 +123,8 @@ class DeviceAutoflexState:
         self._offsets = torch.arange(3, device=device)  # Algorithm 1's candidate exponents
         self._saturations_seen = 0  # host: saturations already checked (``check_states``)
         self._warned_saturation = False
+        # ``AutoflexState.amax_reduce``, on 0-d device tensors (no read-back).
+        self.amax_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -162,6 +164,8 @@ class DeviceAutoflexState:
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
         x32 = x.detach() if x.dtype == torch.float32 else x.detach().float()
         amax = absolute_max(x32)
+        if self.amax_reduce is not None:  # a shard: the whole tensor's maximum
+            amax = self.amax_reduce(amax)
         settle, record = _statistics_kernels(self.format, self.config, kernel, x.device)
         exponent, ints, floats, finite = settle(
             self.format, self.config, self._ints, self._floats, self._slots, self._offsets, amax,

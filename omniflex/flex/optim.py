@@ -27,11 +27,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from omniflex.flex.autoflex_device import AnyAutoflexState
 from omniflex.flex.config import FlexConfig
 from omniflex.flex.format import FlexTensor, exact_pow2
 from omniflex.flex.kernels import _quantize_core_packed, compile_variant, resolve_kernel
+from omniflex.flex.sharding import local_tensor, shard_max_of
 from omniflex.flex.weight import FlexWeight
 
 __all__ = ["FlexAdam", "FlexRMSprop", "FlexSGD"]
@@ -61,6 +63,7 @@ class _FlexOptimizer(torch.optim.Optimizer):
             saved = self.state[p].get("autoflex", {}).get(role)
             if saved is not None:
                 st.load_state_dict(saved)
+            st.amax_reduce = shard_max_of(p)  # FSDP: one exponent over every shard
             live[role] = st
         return st
 
@@ -90,6 +93,13 @@ class _FlexOptimizer(torch.optim.Optimizer):
         if not isinstance(exponent, torch.Tensor):
             exponent = int(exponent)
         return FlexTensor(st[role + "_mantissa"], exponent, fmt).to_float()
+
+    @staticmethod
+    def _local(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The part of ``p`` and of its gradient that this rank updates: all of them, or the
+        local shards of a parameter FSDP2 shards (a ``DTensor``; see ``omniflex.flex.sharding``).
+        """
+        return local_tensor(p), local_tensor(p.grad)
 
     @staticmethod
     def _apply(p: torch.Tensor, update: torch.Tensor) -> None:
@@ -194,8 +204,9 @@ class FlexSGD(_FlexOptimizer):
         super().__init__(params, defaults, config)
 
     def _update(self, p: torch.Tensor, group: dict[str, Any], step: int) -> None:
-        w = p.dequantize() if isinstance(p, FlexWeight) else p
-        d = p.grad.float()
+        param, grad = self._local(p)
+        w = param.dequantize() if isinstance(param, FlexWeight) else param
+        d = grad.float()
         if group["weight_decay"]:
             d = d + group["weight_decay"] * w
         if group["momentum"]:
@@ -203,7 +214,7 @@ class FlexSGD(_FlexOptimizer):
             buf = d.clone() if buf is None else buf.mul_(group["momentum"]).add_(d)
             buf = self._store(p, "momentum", buf, step)
             d = d + group["momentum"] * buf if group["nesterov"] else buf
-        self._apply(p, self._quantize(p, "update", -group["lr"] * d, step))
+        self._apply(param, self._quantize(p, "update", -group["lr"] * d, step))
 
 
 class FlexAdam(_FlexOptimizer):
@@ -239,8 +250,9 @@ class FlexAdam(_FlexOptimizer):
     def _update_reference(self, p: torch.Tensor, group: dict[str, Any], step: int) -> None:
         """The definition, op by op (and every first step: it initialises the moments)."""
         beta1, beta2 = group["betas"]
-        w = p.dequantize() if isinstance(p, FlexWeight) else p.detach()
-        g = p.grad.float()
+        param, grad = self._local(p)
+        w = param.dequantize() if isinstance(param, FlexWeight) else param.detach()
+        g = grad.float()
         if group["weight_decay"] and not group["decoupled"]:
             g = g + group["weight_decay"] * w
         m = self._load(p, "exp_avg")
@@ -252,14 +264,16 @@ class FlexAdam(_FlexOptimizer):
         update = -(group["lr"] / bc1) * m / (r / bc2_sqrt + group["eps"])
         if group["weight_decay"] and group["decoupled"]:
             update = update - group["lr"] * group["weight_decay"] * w
-        self._apply(p, self._quantize(p, "update", update, step))
+        self._apply(param, self._quantize(p, "update", update, step))
 
     def _fuses(self, p: torch.Tensor) -> bool:
         """Whether ``p``'s step runs fused: moments already stored, a compiled kernel for its
         size, int16 storage (packed pairs, an even count), round-to-nearest throughout
-        (stochastic noise would be drawn in another order than the reference draws it) and
-        host Autoflex states."""
+        (stochastic noise would be drawn in another order than the reference draws it),
+        host Autoflex states, and the whole parameter on this rank (not an FSDP shard)."""
         cfg = self.flex_config
+        if isinstance(p, DTensor):  # a shard settles on every shard's maxima: op by op
+            return False
         if "exp_avg_sqrt_mantissa" not in self.state[p] or cfg.weight_rounding != "nearest":
             return False
         if cfg.autoflex_state != "host":  # it settles its states on maxima read back
@@ -366,13 +380,14 @@ class FlexRMSprop(_FlexOptimizer):
         super().__init__(params, defaults, config)
 
     def _update(self, p: torch.Tensor, group: dict[str, Any], step: int) -> None:
-        g = p.grad.float()
+        param, grad = self._local(p)
+        g = grad.float()
         if group["weight_decay"]:
-            w = p.dequantize() if isinstance(p, FlexWeight) else p.detach()
+            w = param.dequantize() if isinstance(param, FlexWeight) else param.detach()
             g = g + group["weight_decay"] * w
         r = self._rms(p, "square_avg_sqrt", g, group["alpha"], step)
         update = -group["lr"] * g / (r + group["eps"])
-        self._apply(p, self._quantize(p, "update", update, step))
+        self._apply(param, self._quantize(p, "update", update, step))
 
 
 def _adam_core(
