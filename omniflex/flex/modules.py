@@ -12,11 +12,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, Shard
 
 from omniflex.flex.autoflex_device import AnyAutoflexState
 from omniflex.flex.config import FlexConfig
 from omniflex.flex.errors import FlexConversionError
 from omniflex.flex.ops import FlexOp, flex_conv2d, flex_embedding, flex_linear, flex_matmul
+from omniflex.flex.sharding import local_tensor
 from omniflex.flex.weight import FlexWeight
 
 __all__ = ["FlexConv2d", "FlexEmbedding", "FlexLinear", "FlexMatmul", "FlexModule"]
@@ -55,8 +57,8 @@ class FlexModule(nn.Module):
         """Every Autoflex state of this module, by full tensor name."""
         states = {s.name: s for s in self.op.states.values()}
         for name in _PARAM_NAMES:
-            p = getattr(self, name, None)
-            if isinstance(p, FlexWeight):
+            p = _flex_weight(getattr(self, name, None))
+            if p is not None:
                 states[p.state.name] = p.state
         return states
 
@@ -64,8 +66,8 @@ class FlexModule(nn.Module):
     def get_extra_state(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"op": self.op.state_dict(), "weights": {}}
         for name in _PARAM_NAMES:
-            p = getattr(self, name, None)
-            if isinstance(p, FlexWeight):
+            p = _flex_weight(getattr(self, name, None))
+            if p is not None:
                 extra["weights"][name] = p.state.state_dict()
         return extra
 
@@ -73,17 +75,24 @@ class FlexModule(nn.Module):
         self.op.load_state_dict(state["op"])
         pending = self.__dict__.get("_pending_flex", {})
         for name, st in state.get("weights", {}).items():
-            p = pending.get(name, getattr(self, name, None))
-            if isinstance(p, FlexWeight):
+            p = _flex_weight(pending.get(name, getattr(self, name, None)))
+            if p is not None:
                 p.state.load_state_dict(st)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[override]
         for name, p in self._parameters.items():
             if p is None:
                 continue
-            if isinstance(p, FlexWeight):
-                destination[prefix + name + "_mantissa"] = p.mantissa.clone()
-                destination[prefix + name + "_exponent"] = _host_exponent(p.exponent)
+            weight = _flex_weight(p)
+            if weight is not None:
+                mantissa = weight.mantissa.clone()
+                if isinstance(p, DTensor):  # an FSDP shard: the mantissas as a shard too
+                    mantissa = DTensor.from_local(
+                        mantissa, p.device_mesh, p.placements, run_check=False,
+                        shape=p.shape, stride=p.stride(),
+                    )  # fmt: skip
+                destination[prefix + name + "_mantissa"] = mantissa
+                destination[prefix + name + "_exponent"] = _host_exponent(weight.exponent)
             else:
                 destination[prefix + name] = p if keep_vars else p.detach()
         for name, b in self._buffers.items():
@@ -96,28 +105,29 @@ class FlexModule(nn.Module):
     ):
         from_float = False
         for name, p in list(self._parameters.items()):
-            if not isinstance(p, FlexWeight):
+            weight = _flex_weight(p)
+            if weight is None:
                 continue
             m_key, e_key, f_key = (prefix + name + s for s in ("_mantissa", "_exponent", ""))
             if m_key in state_dict and e_key in state_dict:
-                mantissa = state_dict.pop(m_key)
-                if mantissa.shape != p.shape:
+                mantissa = _this_shard(state_dict.pop(m_key), p)
+                if mantissa.shape != weight.shape:
                     error_msgs.append(
                         f"size mismatch for {m_key}: checkpoint {tuple(mantissa.shape)}, "
-                        f"model {tuple(p.shape)}"
+                        f"model {tuple(weight.shape)}"
                     )
                     state_dict.pop(e_key)
                     continue
-                p.load_flex_(mantissa.to(p.mantissa.dtype), int(state_dict.pop(e_key)))
+                weight.load_flex_(mantissa.to(weight.mantissa.dtype), int(state_dict.pop(e_key)))
             elif f_key in state_dict:
                 # A float checkpoint (e.g. of the unconverted model): quantise it on load.
-                p.assign_(state_dict.pop(f_key))
+                weight.assign_(_this_shard(state_dict.pop(f_key), p))
                 from_float = True
             elif strict:
                 missing_keys.append(m_key)
         # The remaining float params, buffers and the extra state load the ordinary way, with the
         # flex params hidden from it (set_extra_state still finds them for their Autoflex state).
-        flex_params = {n: p for n, p in self._parameters.items() if isinstance(p, FlexWeight)}
+        flex_params = {n: p for n, p in self._parameters.items() if _flex_weight(p) is not None}
         for n in flex_params:
             self._parameters[n] = None
         self._pending_flex = flex_params
@@ -137,6 +147,26 @@ class FlexModule(nn.Module):
         base = super().extra_repr()
         mode = self.flex_config.weight_mode
         return f"{base}, {self.flex_config.format.name}, weights={mode}"
+
+
+def _flex_weight(p: torch.Tensor | None) -> FlexWeight | None:
+    """The ``FlexWeight`` a parameter holds on this rank (itself, or its FSDP shard), if any."""
+    weight = None if p is None else local_tensor(p)
+    return weight if isinstance(weight, FlexWeight) else None
+
+
+def _this_shard(saved: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """This rank's rows of a saved tensor for parameter ``p``: a saved shard as it is, or FSDP's
+    dim-0 chunk of a whole tensor when ``p`` is sharded (a checkpoint of an unsharded run)."""
+    if isinstance(saved, DTensor):
+        return saved.to_local()
+    if not isinstance(p, DTensor) or saved.shape != p.shape:
+        return saved
+    (dim,) = [i for i, placement in enumerate(p.placements) if isinstance(placement, Shard)]
+    mesh = p.device_mesh
+    chunks = torch.chunk(saved, mesh.size(dim), dim=0)
+    rank = mesh.get_local_rank(dim)
+    return chunks[rank] if rank < len(chunks) else saved[:0]
 
 
 def _host_exponent(exponent: int | torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,12 @@ A checkpoint is a folder ``checkpoints/step_00001000/`` holding
                         Autoflex states, Python/NumPy RNG states — with each tensor replaced by
                         a reference ``{"__tensor__": key, "file": "model" | "state"}``
 
+and, for a run whose weights are sharded (FSDP2 with flex layers), one pair per rank
+
+    shard-00000.safetensors, shard-00000.json
+                        what that rank holds: its shard of each sharded weight and of the
+                        optimizer state, under the same keys, with the JSON as above
+
 Any nested payload of dicts, lists, tuples, numbers, strings, NumPy arrays and tensors
 round-trips exactly: JSON writes floats with ``repr`` (shortest exact form), and dicts with
 non-string keys (an optimizer's ``state`` is keyed by parameter index) or tuples are tagged so
@@ -19,7 +25,9 @@ they come back as they were.
 Atomicity: the folder is written under a temporary name, every file and the folder are fsynced,
 the folder is renamed into place, and only then does the ``latest`` pointer (a one-line file,
 itself replaced atomically) move to it. A kill at any moment leaves ``latest`` naming a whole
-checkpoint; leftovers of an interrupted save are removed by the next one.
+checkpoint; leftovers of an interrupted save are removed by the next one. A sharded checkpoint
+is written the same way: every rank writes its shard into the temporary folder
+(``shard_folder``, ``save_shard``), then rank 0 completes it with ``save(..., folder=...)``.
 """
 
 from __future__ import annotations
@@ -196,16 +204,31 @@ class CheckpointManager:
         return found[-1] if found else None
 
     # ----------------------------------------------------------------- saving
-    def save(self, step: int, payload: dict[str, Any], *, model_key: str = "model") -> Path:
+    def save(
+        self,
+        step: int,
+        payload: dict[str, Any],
+        *,
+        model_key: str = "model",
+        folder: Path | None = None,
+        shards: int = 0,
+    ) -> Path:
         """Write ``payload`` as checkpoint ``step``; tensors under ``payload[model_key]`` (a
         state_dict) go to ``model.safetensors`` under their own keys, all others to
-        ``state.safetensors``."""
+        ``state.safetensors``. ``folder``: the ``shard_folder`` where ``shards`` ranks have
+        written their shards (a sharded checkpoint)."""
         self.root.mkdir(parents=True, exist_ok=True)
         name = f"{_PREFIX}{step:08d}"
         final = self.root / name
-        tmp = self.root / f"{_TMP}{name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        if folder is None:
+            tmp = self.root / f"{_TMP}{name}-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        else:
+            tmp = folder
+            missing = [r for r in range(shards) if not (tmp / _shard_name(r, ".json")).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{tmp} lacks the shards of ranks {missing}")
 
         model_sink, state_sink = _TensorSink("model"), _TensorSink("state")
         rest = {k: v for k, v in payload.items() if k != model_key}
@@ -215,6 +238,8 @@ class CheckpointManager:
             model_key: encode_tree(payload.get(model_key, {}), model_sink),
             "payload": encode_tree(rest, state_sink),
         }
+        if shards:
+            tree["shards"] = shards
         save_file(model_sink.tensors, tmp / "model.safetensors", metadata={"step": str(step)})
         save_file(state_sink.tensors, tmp / "state.safetensors")
         (tmp / "meta.json").write_text(json.dumps(tree, indent=1, allow_nan=True) + "\n")
@@ -235,6 +260,28 @@ class CheckpointManager:
         fsync_dir(self.root)
         self._prune(keep=final)
         return final
+
+    def shard_folder(self, step: int, *, fresh: bool = False) -> Path:
+        """The temporary folder every rank writes its shard of checkpoint ``step`` into (the
+        same name on every rank). ``fresh``: empty it first (rank 0, before the others write)."""
+        folder = self.root / f"{_TMP}{_PREFIX}{step:08d}-shards"
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        return folder
+
+    def save_shard(self, folder: Path, rank: int, shard: dict[str, Any]) -> None:
+        """Write rank ``rank``'s ``shard`` (a payload, as ``save`` takes) into ``folder``."""
+        sink = _TensorSink("shard")
+        tree = encode_tree(shard, sink)
+        tensors, meta = (
+            folder / _shard_name(rank, ".safetensors"),
+            folder / _shard_name(rank, ".json"),
+        )
+        save_file(sink.tensors, tensors)
+        meta.write_text(json.dumps(tree, indent=1, allow_nan=True) + "\n")
+        fsync_file(tensors)
+        fsync_file(meta)
 
     def _prune(self, keep: Path) -> None:
         for leftover in self.root.glob(f"{_TMP}*"):
@@ -274,11 +321,29 @@ class CheckpointManager:
             "state": load_file(folder / "state.safetensors"),
         }
         payload = decode_tree(tree["payload"], files)
-        model_key = next(k for k in tree if k not in ("format", "step", "payload"))
+        model_key = next(k for k in tree if k not in ("format", "step", "payload", "shards"))
         payload[model_key] = decode_tree(tree[model_key], files)
         payload["step"] = int(tree["step"])
         payload["path"] = str(folder)
+        if "shards" in tree:  # a sharded checkpoint: how many ranks wrote shard files
+            payload["shards"] = int(tree["shards"])
         return payload
+
+    def load_shard(self, folder: str | Path, rank: int) -> dict[str, Any]:
+        """Rank ``rank``'s shard of the sharded checkpoint ``folder`` (tensors on the CPU)."""
+        folder = Path(folder)
+        meta = folder / _shard_name(rank, ".json")
+        if not meta.is_file():
+            raise FileNotFoundError(
+                f"{folder} holds no shard of rank {rank} ({meta.name}); a sharded checkpoint "
+                "resumes with the number of processes that wrote it"
+            )
+        files = {"shard": load_file(folder / _shard_name(rank, ".safetensors"))}
+        return decode_tree(json.loads(meta.read_text()), files)
+
+
+def _shard_name(rank: int, suffix: str) -> str:
+    return f"shard-{rank:05d}{suffix}"
 
 
 def load_model_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -295,6 +360,19 @@ def load_model_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] |
     else:
         root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         folder = None
-    payload = CheckpointManager(root).load(folder)
+    manager = CheckpointManager(root)
+    payload = manager.load(folder)
     state = {**payload["model"], **payload["ranks"][0]["model_extra"]}
+    if payload.get("shards"):
+        state.update(_whole_model(manager, payload["path"], payload["shards"]))
     return state, payload.get("model_config")
+
+
+def _whole_model(manager: CheckpointManager, folder: str, shards: int) -> dict[str, Any]:
+    """The model tensors of a sharded checkpoint, whole: each sharded tensor's shards joined
+    along dim 0 in rank order (FSDP2 splits dim 0 so)."""
+    parts = [manager.load_shard(folder, rank) for rank in range(shards)]
+    model = dict(parts[0]["model"])
+    for key in parts[0]["sharded"]:
+        model[key] = torch.cat([part["model"][key] for part in parts])
+    return model

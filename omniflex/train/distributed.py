@@ -2,8 +2,8 @@
 
 ``init_distributed`` reads the variables ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``); without them it returns a single-process context and touches no process group.
-``wrap_model`` puts the model under DDP (or FSDP2 for large float models; it also runs on CPUs
-with gloo, which is how the tests check it).
+``wrap_model`` puts the model under DDP or FSDP2 (``fully_shard``); both also run on CPUs with
+gloo, which is how the tests check them.
 
 Flexpoint and DDP: a ``FlexWeight`` parameter is int16 mantissas and one exponent behind a
 float32 face. DDP's own start-up broadcast writes each parameter in place, which re-quantises a
@@ -12,6 +12,12 @@ built with ``init_sync=False`` and ``broadcast_module_`` sends the mantissas and
 themselves. Gradients are plain float tensors, so DDP's all-reduce needs nothing special. Each rank
 keeps its own Autoflex histories for activations and deltas (its data differs); weights and
 optimizer states see identical values on every rank and stay identical.
+
+Flexpoint and FSDP2: each rank keeps some rows of every weight. A ``FlexWeight`` shard is int16
+mantissas; FSDP2 all-gathers those (``FlexWeight.fsdp_pre_all_gather``), half the bytes of
+float32, and every shard of a weight (and of its ``FlexAdam`` moments) holds the same exponent,
+settled on the maximum over all shards (``omniflex.flex.sharding``). Gradients are float32 and
+reduce-scattered as for a float model. ``FlexAllGather`` counts the bytes each rank sends.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
+from omniflex.flex.sharding import FlexAllGather, fully_shard_flex
 from omniflex.flex.weight import FlexWeight
 
 __all__ = [
@@ -144,37 +152,29 @@ def broadcast_module_(module: nn.Module, ctx: DistContext, src: int = 0) -> None
             dist.broadcast(tensor.data, src)
 
 
-def _has_flex_weights(module: nn.Module) -> bool:
-    return any(isinstance(p, FlexWeight) for p in module.parameters())
-
-
-def wrap_model(module: nn.Module, ctx: DistContext, parallel: str = "ddp") -> nn.Module:
+def wrap_model(
+    module: nn.Module,
+    ctx: DistContext,
+    parallel: str = "ddp",
+    *,
+    all_gather: FlexAllGather | None = None,
+) -> nn.Module:
     """``module`` ready for data-parallel training (returned unchanged for one process).
 
     Args:
         module: on ``ctx.device`` already.
-        parallel: ``"ddp"`` (any model) or ``"fsdp"`` (float32/bfloat16 models: a flex tensor
-            has one exponent for the whole tensor and cannot be sharded). FSDP2
-            (``fully_shard``) shards each block of every ``nn.ModuleList``, then the root.
+        parallel: ``"ddp"`` (a replica per rank) or ``"fsdp"``: FSDP2 (``fully_shard``) shards
+            each block of every ``nn.ModuleList``, then the root; flex weights shard as int16
+            mantissas with one exponent per weight (see the module docstring).
+        all_gather: FSDP's all-gather, to read the bytes it sent (default: a fresh one).
     """
     if parallel not in ("ddp", "fsdp"):
         raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
     if not ctx.is_distributed:
         return module
     if parallel == "fsdp":
-        if _has_flex_weights(module) or _has_flex_modules(module):
-            raise ValueError(
-                "parallel=fsdp shards parameters, but a Flexpoint tensor shares one exponent "
-                "over the whole tensor (and FlexAdam keeps whole-tensor state); use "
-                "parallel=ddp for flex precisions, or precision=float32/bfloat16 with fsdp"
-            )
-        from torch.distributed.fsdp import fully_shard
-
-        for child in module.modules():
-            if isinstance(child, nn.ModuleList):
-                for block in child:
-                    fully_shard(block)
-        fully_shard(module)
+        blocks = [b for m in module.modules() if isinstance(m, nn.ModuleList) for b in m]
+        fully_shard_flex(module, blocks=blocks, all_gather=all_gather)
         return module
     broadcast_module_(module, ctx)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -183,20 +183,12 @@ def wrap_model(module: nn.Module, ctx: DistContext, parallel: str = "ddp") -> nn
     )
 
 
-def _has_flex_modules(module: nn.Module) -> bool:
-    from omniflex.flex.modules import FlexModule
-
-    return any(isinstance(m, FlexModule) for m in module.modules())
-
-
 def unwrap_model(module: nn.Module) -> nn.Module:
     """The model inside a DDP wrapper (FSDP2 shards in place: the module itself)."""
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
 def is_fsdp(module: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(module, FSDPModule)
 
 

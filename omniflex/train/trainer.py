@@ -10,6 +10,8 @@ order), and loss masks with uneven token counts weigh every token alike.
 Resume is bit for bit: a checkpoint holds the weights (flex mantissas and exponents), the
 optimizer (flex moments and their Autoflex states), every module's Autoflex histories (per rank),
 the data position and the RNG states (per rank); the learning rate is a function of the step.
+A flex model under FSDP2 writes a sharded checkpoint: each rank saves its shards of the weights
+and of the optimizer state in its own file, and resumes from it with as many processes.
 Validation leaves no trace: it runs with the Autoflex states and RNG saved before and restored
 after, so ``val_every`` never changes the training trajectory.
 
@@ -31,8 +33,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from omniflex.flex.convert import flex_modules, flex_states
+from omniflex.flex.sharding import FlexAllGather
 from omniflex.train.balance import LossBalance
 from omniflex.train.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from omniflex.train.config import TrainConfig
@@ -119,7 +123,14 @@ class Trainer:
         )
         fsdp = config.parallel == "fsdp" and self.ctx.is_distributed
         # FSDP shards in place, before the optimizer sees the parameters; DDP wraps after resume.
-        self.model = wrap_model(self.raw_model, self.ctx, "fsdp") if fsdp else self.raw_model
+        self.all_gather = FlexAllGather() if fsdp else None  # counts FSDP's all-gather bytes
+        self.model = (
+            wrap_model(self.raw_model, self.ctx, "fsdp", all_gather=self.all_gather)
+            if fsdp
+            else self.raw_model
+        )
+        # Flex weights under FSDP are checkpointed as shards, one file per rank.
+        self.sharded = fsdp and self.is_flex
         self.optimizer = build_optimizer(
             self.raw_model, lr=config.lr, betas=config.betas, eps=config.eps,
             weight_decay=config.weight_decay,
@@ -200,6 +211,7 @@ class Trainer:
         lr = self.schedule.lr_at(self.step)
         set_lr(self.optimizer, lr)
         self.model.train()
+        gathered = self.all_gather.bytes_sent if self.all_gather is not None else 0
 
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)  # sum over tokens
         for k in range(cfg.grad_accum):
@@ -246,6 +258,8 @@ class Trainer:
         }
         if log_now and self.balance is not None:
             metrics.update(self.balance.metrics())
+        if self.all_gather is not None:  # bytes this rank sent in FSDP's parameter all-gathers
+            metrics["all_gather_bytes"] = self.all_gather.bytes_sent - gathered
         return metrics
 
     # ------------------------------------------------------------------ validation
@@ -296,6 +310,18 @@ class Trainer:
         )
         optim_state = self._optimizer_state_dict()
         path = self.checkpoints.root / f"step_{self.step:08d}"
+        folder = None
+        if self.sharded:  # every rank writes its shards, then rank 0 the rest
+            folder = self.checkpoints.shard_folder(self.step, fresh=self.ctx.is_main)
+            barrier(self.ctx)
+            shard = {
+                "model": {k: _local(v) for k, v in tensors.items()},
+                "sharded": [k for k, v in tensors.items() if isinstance(v, DTensor)],
+                "optimizer": optim_state,
+            }
+            self.checkpoints.save_shard(folder, self.ctx.rank, shard)
+            barrier(self.ctx)
+            tensors, optim_state = {}, {}
         if self.ctx.is_main:
             model_config = getattr(self.raw_model, "config", None)
             if not hasattr(model_config, "to_dict"):
@@ -309,13 +335,17 @@ class Trainer:
                 "world_size": self.ctx.world_size,
                 "ranks": ranks,
             }
-            path = self.checkpoints.save(self.step, payload)
+            shards = self.ctx.world_size if folder is not None else 0
+            path = self.checkpoints.save(self.step, payload, folder=folder, shards=shards)
         barrier(self.ctx)
         return path
 
     def _resume(self) -> None:
         payload = self.checkpoints.load()
         self._check_resumable(payload["config"], payload["path"])
+        tensors, optim_state = payload["model"], payload["optimizer"]
+        if payload.get("shards") or self.sharded:
+            tensors, optim_state = self._load_shard(payload)
         saved_world = int(payload["world_size"])
         ranks = payload["ranks"]
         if saved_world == self.ctx.world_size:
@@ -330,12 +360,34 @@ class Trainer:
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        state = {**payload["model"], **mine["model_extra"]}
-        self._load_model_state_dict(state)
-        self._load_optimizer_state_dict(payload["optimizer"])
+        self._load_model_state_dict({**tensors, **mine["model_extra"]})
+        self._load_optimizer_state_dict(optim_state)
         self.train_data.load_state_dict(payload["data"])
         restore_rng_state(mine["rng"], self.ctx.device)
         self.step = int(payload["step"])
+
+    def _load_shard(self, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """This rank's model tensors (sharded ones as DTensors) and optimizer state from the
+        sharded checkpoint ``payload``."""
+        shards, path = payload.get("shards", 0), payload["path"]
+        if not (self.sharded and shards == self.ctx.world_size):
+            mine = f"{self.ctx.world_size} process(es), parallel={self.config.parallel}"
+            raise ValueError(
+                f"cannot resume {path}: it holds a flex model sharded by FSDP over {shards} "
+                f"process(es) ({shards or 'no'} shard files), and this run has {mine}; resume "
+                f"with torchrun --nproc_per_node {max(shards, 1)} (across nodes: --nnodes x "
+                "--nproc_per_node processes in all) and parallel=fsdp"
+                if shards
+                else f"cannot resume {path} (an unsharded checkpoint) as a sharded flex run "
+                f"({mine}); resume it with parallel={payload['config'].get('parallel')}"
+            )
+        shard = self.checkpoints.load_shard(path, self.ctx.rank)
+        current = self.raw_model.state_dict()
+        tensors = {
+            k: _as_shard_of(v, current[k]) if k in shard["sharded"] else v
+            for k, v in shard["model"].items()
+        }
+        return tensors, shard["optimizer"]
 
     def _check_resumable(self, saved: dict[str, Any], path: str) -> None:
         mine = self.config.to_dict()
@@ -355,6 +407,8 @@ class Trainer:
             )
 
     def _model_state_dict(self) -> dict[str, Any]:
+        if self.sharded:  # each rank's shards (DTensors), saved by each rank
+            return self.raw_model.state_dict()
         if is_fsdp(self.model):
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -366,7 +420,7 @@ class Trainer:
         return self.raw_model.state_dict()
 
     def _load_model_state_dict(self, state: dict[str, Any]) -> None:
-        if is_fsdp(self.model):
+        if is_fsdp(self.model) and not self.sharded:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 set_model_state_dict,
@@ -377,7 +431,7 @@ class Trainer:
         self.raw_model.load_state_dict(state, strict=True)
 
     def _optimizer_state_dict(self) -> dict[str, Any]:
-        if is_fsdp(self.model):
+        if is_fsdp(self.model) and not self.sharded:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 get_optimizer_state_dict,
@@ -388,7 +442,7 @@ class Trainer:
         return self.optimizer.state_dict()
 
     def _load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
-        if is_fsdp(self.model):
+        if is_fsdp(self.model) and not self.sharded:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 set_optimizer_state_dict,
@@ -422,6 +476,21 @@ class Trainer:
                 f"{float(low)} .. {float(high)}); something outside the optimizer changed weights "
                 "on one rank, or ranks drew different random numbers"
             )
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a ``DTensor``, else the tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _as_shard_of(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``local`` (this rank's saved shard) as a shard of the same global tensor as ``like``."""
+    if not isinstance(like, DTensor):
+        return local
+    return DTensor.from_local(
+        local.to(like.device), like.device_mesh, like.placements, run_check=False,
+        shape=like.shape, stride=like.stride(),
+    )  # fmt: skip
 
 
 @contextmanager

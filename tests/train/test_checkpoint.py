@@ -133,3 +133,29 @@ def test_rng_state_round_trip():
     restore_rng_state(state)
     again = (torch.rand(3), np.random.rand(), __import__("random").random())
     assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
+
+
+def test_sharded_checkpoint_keeps_one_file_per_rank_and_joins_for_inference(tmp_path):
+    manager = CheckpointManager(tmp_path / "ckpt")
+    folder = manager.shard_folder(7, fresh=True)
+    whole = torch.arange(10, dtype=torch.int16).view(5, 2)
+    for rank, rows in enumerate(torch.chunk(whole, 2)):  # FSDP2's dim-0 shards: 3 + 2 rows
+        shard = {
+            "model": {"w_mantissa": rows.clone(), "w_exponent": torch.tensor(-3)},
+            "sharded": ["w_mantissa"],
+            "optimizer": {"state": {0: {"exp_avg_mantissa": rows.clone()}}, "param_groups": []},
+        }
+        manager.save_shard(folder, rank, shard)
+    common = {"model": {}, "ranks": [{"model_extra": {}}] * 2}
+    with pytest.raises(FileNotFoundError, match="ranks \\[2\\]"):
+        manager.save(7, common, folder=folder, shards=3)
+    path = manager.save(7, common, folder=folder, shards=2)
+    assert not folder.exists() and manager.latest() == path
+    loaded = manager.load()
+    assert loaded["shards"] == 2
+    second = manager.load_shard(path, 1)
+    assert_same(second["optimizer"]["state"][0]["exp_avg_mantissa"], whole[3:])
+    with pytest.raises(FileNotFoundError, match="number of processes"):
+        manager.load_shard(path, 2)
+    state, _ = checkpoint_module.load_model_state(path)
+    assert torch.equal(state["w_mantissa"], whole) and int(state["w_exponent"]) == -3
