@@ -9,6 +9,9 @@ Quick start::
     ...
     with flex_disabled(model):                               # float32 evaluation
         evaluate(model)
+
+Under ``torchrun``, ``fully_shard_flex(model, blocks=model.blocks)`` shards it with FSDP2 (flex
+weights all-gathered as int16 mantissas, one exponent per weight); build the optimizer after.
 """
 
 from omniflex.flex.autoflex import AutoflexConfig, AutoflexState
@@ -43,6 +46,7 @@ from omniflex.flex.ops import (
     flex_matmul,
 )
 from omniflex.flex.optim import FlexAdam, FlexRMSprop, FlexSGD
+from omniflex.flex.sharding import FlexAllGather, fully_shard_flex
 from omniflex.flex.syncs import HostSyncCounter, count_host_syncs
 from omniflex.flex.telemetry import FlexTelemetry, plot_telemetry, read_telemetry
 from omniflex.flex.weight import FlexWeight
@@ -53,6 +57,7 @@ __all__ = [
     "AutoflexState",
     "DeviceAutoflexState",
     "FlexAdam",
+    "FlexAllGather",
     "FlexConfig",
     "FlexConv2d",
     "FlexConversionError",
@@ -87,6 +92,7 @@ __all__ = [
     "flex_matmul",
     "flex_modules",
     "flex_states",
+    "fully_shard_flex",
     "plot_telemetry",
     "quantize_reference",
     "quantize_tensor",
