@@ -374,7 +374,7 @@ class Trainer:
             mine = f"{self.ctx.world_size} process(es), parallel={self.config.parallel}"
             raise ValueError(
                 f"cannot resume {path}: it holds a flex model sharded by FSDP over {shards} "
-                f"process(es) ({shards or 'no'} shard files), and this run has {mine}; resume "
+                f"process(es) ({shards} shard files), and this run has {mine}; resume "
                 f"with torchrun --nproc_per_node {max(shards, 1)} (across nodes: --nnodes x "
                 "--nproc_per_node processes in all) and parallel=fsdp"
                 if shards

@@ -2,6 +2,7 @@
 weight, shards share one exponent, and two gloo processes train like one (``torchrun``)."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from omniflex.flex import AutoflexState, DeviceAutoflexState, FlexWeight
+from omniflex.flex import AutoflexState, DeviceAutoflexState, FlexNonFiniteError, FlexWeight
+from omniflex.flex.sharding import ShardMax
 
 WORKER = Path(__file__).with_name("sharding_worker.py")
 
@@ -90,6 +92,20 @@ def test_amax_reduce_settles_a_shard_on_the_whole_tensors_maximum(kind):
     assert int(out.exponent) == int(whole.state_dict()["last_exponent"])
     assert shared.state_dict()["history"] == whole.state_dict()["history"]
     assert int(alone.quantize(shard).exponent) < int(out.exponent)
+
+
+def test_shard_max_sends_nan_as_inf_so_that_every_rank_raises(monkeypatch):
+    sent = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, op, group: sent.append(t))
+    reduce = ShardMax(group=None, device=torch.device("cpu"))
+    assert reduce(float("nan")) == math.inf and reduce(2.5) == 2.5
+    assert sent[0].dtype == torch.float64  # a host maximum travels exactly
+    out = reduce(torch.tensor(float("nan")))
+    assert torch.is_tensor(out) and out.item() == math.inf and reduce.calls == 3
+    state = AutoflexState("shard")
+    state.amax_reduce = lambda amax: math.inf  # another shard overflowed to Inf
+    with pytest.raises(FlexNonFiniteError, match="Inf reached flex tensor 'shard'"):
+        state.quantize(torch.ones(3))
 
 
 def free_port() -> int:
