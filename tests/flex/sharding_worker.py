@@ -24,18 +24,19 @@ VOCAB, STEPS = 48, 6
 
 
 class Net(nn.Module):
-    """An embedding, two blocks of uneven width (33 rows: shards of 17 and 16), a float gain."""
+    """An embedding, blocks of uneven width (33 rows: shards of 17 and 16; 1 row: rank 1's
+    shards are empty), a float gain."""
 
     def __init__(self) -> None:
         super().__init__()
         self.emb = nn.Embedding(VOCAB, 16)
-        self.blocks = nn.ModuleList([nn.Linear(16, 33), nn.Linear(33, 16)])
+        self.blocks = nn.ModuleList([nn.Linear(16, 33), nn.Linear(33, 16), nn.Linear(16, 1)])
         self.gain = nn.Parameter(torch.ones(16))
         self.head = nn.Linear(16, VOCAB, bias=False)
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = self.emb(ids)  # (B, T, C)
-        x = x + self.blocks[1](F.gelu(self.blocks[0](x)))
+        x = x + self.blocks[1](F.gelu(self.blocks[0](x))) * torch.sigmoid(self.blocks[2](x))
         logits = self.head(x * self.gain)  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
@@ -72,14 +73,20 @@ def compare(sharded: Net, whole: Net) -> dict:
     for (name, p), q in params:
         mine, ref = local_tensor(p), q
         if isinstance(mine, FlexWeight):
-            rows = torch.chunk(ref.mantissa, ranks)[rank]
+            rows = _rows(ref.mantissa, rank, ranks)
             out[name] = [torch.equal(mine.mantissa, rows), int(mine.exponent) == int(ref.exponent)]
         s, r = sharded.optimizer.state[p], whole.optimizer.state[q]
         for role in ("exp_avg", "exp_avg_sqrt"):
-            rows = torch.chunk(r[role + "_mantissa"], ranks)[rank]
+            rows = _rows(r[role + "_mantissa"], rank, ranks)
             same = torch.equal(s[role + "_mantissa"], rows)
             out[f"{name}.{role}"] = [same, int(s[role + "_exponent"]) == int(r[role + "_exponent"])]
     return out
+
+
+def _rows(whole: torch.Tensor, rank: int, ranks: int) -> torch.Tensor:
+    """FSDP2's dim-0 shard of ``whole`` on ``rank`` (empty past the last chunk)."""
+    chunks = torch.chunk(whole, ranks)
+    return chunks[rank] if rank < len(chunks) else whole[:0]
 
 
 def main(out_path: str) -> None:
@@ -98,8 +105,10 @@ def main(out_path: str) -> None:
                          if isinstance(local_tensor(p), FlexWeight)]  # fmt: skip
             everyone = [None] * dist.get_world_size()
             dist.all_gather_object(everyone, exponents)
+            compared = [None] * dist.get_world_size()  # every rank's shards
+            dist.all_gather_object(compared, compare(sharded, whole))
             result[residence] = {
-                "losses": losses, "expected": expected, "compare": compare(sharded, whole),
+                "losses": losses, "expected": expected, "compare": compared,
                 "exponents_agree": all(e == everyone[0] for e in everyone),
                 "bytes": comm.bytes_sent, "calls": comm.calls,
             }  # fmt: skip

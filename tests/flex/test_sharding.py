@@ -130,9 +130,10 @@ def test_two_gloo_processes_shard_a_flex_model_and_train_like_one(tmp_path):
         # Same batches on both ranks: sharding changes no bit of the computation.
         assert run["losses"] == run["expected"], residence
         assert run["exponents_agree"]
-        bad = {k: v for k, v in run["compare"].items() if v != [True, True]}
-        assert not bad, (residence, bad)
-        assert len(run["compare"]) == 6 + 7 * 2  # 6 flex weights; moments of 7 parameters
+        for rank, compared in enumerate(run["compare"]):
+            bad = {k: v for k, v in compared.items() if v != [True, True]}
+            assert not bad, (residence, rank, bad)
+            assert len(compared) == 8 + 9 * 2  # 8 flex weights; moments of 9 parameters
     # The same all-gathers carry int16 mantissas instead of float32 values (only the gain,
     # 16 floats, stays float32): close to half the bytes.
     flex, float32 = got["host"], got["float32"]
