@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor, Shard
+from torch.distributed.tensor import DTensor
 
 from omniflex.flex.autoflex_device import AnyAutoflexState
 from omniflex.flex.config import FlexConfig
 from omniflex.flex.errors import FlexConversionError
 from omniflex.flex.ops import FlexOp, flex_conv2d, flex_embedding, flex_linear, flex_matmul
-from omniflex.flex.sharding import local_tensor
+from omniflex.flex.sharding import local_tensor, shard_rows
 from omniflex.flex.weight import FlexWeight
 
 __all__ = ["FlexConv2d", "FlexEmbedding", "FlexLinear", "FlexMatmul", "FlexModule"]
@@ -162,11 +162,7 @@ def _this_shard(saved: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         return saved.to_local()
     if not isinstance(p, DTensor) or saved.shape != p.shape:
         return saved
-    (dim,) = [i for i, placement in enumerate(p.placements) if isinstance(placement, Shard)]
-    mesh = p.device_mesh
-    chunks = torch.chunk(saved, mesh.size(dim), dim=0)
-    rank = mesh.get_local_rank(dim)
-    return chunks[rank] if rank < len(chunks) else saved[:0]
+    return shard_rows(saved, p)
 
 
 def _host_exponent(exponent: int | torch.Tensor) -> torch.Tensor:

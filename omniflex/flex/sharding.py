@@ -40,6 +40,7 @@ __all__ = [
     "fully_shard_flex",
     "local_tensor",
     "shard_max_of",
+    "shard_rows",
     "share_shard_exponents_",
 ]
 
@@ -99,6 +100,19 @@ def shard_max_of(tensor: torch.Tensor) -> ShardMax | None:
 def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """The part of ``tensor`` this rank holds: a ``DTensor``'s local shard, else itself."""
     return tensor._local_tensor if isinstance(tensor, DTensor) else tensor
+
+
+def shard_rows(whole: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This rank's part of ``whole``, a tensor of the global shape of the ``DTensor`` ``like``,
+    cut as FSDP2 shards ``like``: dim-0 chunks (``torch.chunk``) in mesh order, empty past the
+    last chunk. For loading an unsharded (or re-joined) checkpoint into a sharded model."""
+    dims = [i for i, p in enumerate(like.placements) if isinstance(p, Shard)]
+    if len(dims) != 1 or like.placements[dims[0]] != Shard(0):
+        raise NotImplementedError(f"shard_rows cuts dim 0 over one mesh dim, not {like.placements}")
+    mesh = like.device_mesh
+    chunks = torch.chunk(whole, mesh.size(dims[0]), dim=0)
+    rank = mesh.get_local_rank(dims[0])
+    return chunks[rank] if rank < len(chunks) else whole[:0]
 
 
 def share_shard_exponents_(module: nn.Module) -> int:

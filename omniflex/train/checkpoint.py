@@ -341,6 +341,22 @@ class CheckpointManager:
         files = {"shard": load_file(folder / _shard_name(rank, ".safetensors"))}
         return decode_tree(json.loads(meta.read_text()), files)
 
+    def join_shards(self, folder: str | Path, shards: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The model tensors and optimizer state of the sharded checkpoint ``folder``, whole:
+        each sharded tensor (the shard files' ``sharded`` model keys and ``sharded_optimizer``
+        ``[index, key]`` pairs) joined along dim 0 in rank order, as FSDP2 splits it; the rest
+        is rank 0's."""
+        parts = [self.load_shard(folder, rank) for rank in range(shards)]
+        model = dict(parts[0]["model"])
+        for key in parts[0]["sharded"]:
+            model[key] = torch.cat([part["model"][key] for part in parts])
+        optimizer = parts[0]["optimizer"]
+        state = {index: dict(per_param) for index, per_param in optimizer["state"].items()}
+        for index, key in parts[0].get("sharded_optimizer", []):
+            pieces = [part["optimizer"]["state"][index][key] for part in parts]
+            state[index][key] = torch.cat(pieces)
+        return model, {**optimizer, "state": state}
+
 
 def _shard_name(rank: int, suffix: str) -> str:
     return f"shard-{rank:05d}{suffix}"
@@ -364,15 +380,5 @@ def load_model_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] |
     payload = manager.load(folder)
     state = {**payload["model"], **payload["ranks"][0]["model_extra"]}
     if payload.get("shards"):
-        state.update(_whole_model(manager, payload["path"], payload["shards"]))
+        state.update(manager.join_shards(payload["path"], payload["shards"])[0])
     return state, payload.get("model_config")
-
-
-def _whole_model(manager: CheckpointManager, folder: str, shards: int) -> dict[str, Any]:
-    """The model tensors of a sharded checkpoint, whole: each sharded tensor's shards joined
-    along dim 0 in rank order (FSDP2 splits dim 0 so)."""
-    parts = [manager.load_shard(folder, rank) for rank in range(shards)]
-    model = dict(parts[0]["model"])
-    for key in parts[0]["sharded"]:
-        model[key] = torch.cat([part["model"][key] for part in parts])
-    return model

@@ -11,7 +11,10 @@ Resume is bit for bit: a checkpoint holds the weights (flex mantissas and expone
 optimizer (flex moments and their Autoflex states), every module's Autoflex histories (per rank),
 the data position and the RNG states (per rank); the learning rate is a function of the step.
 A flex model under FSDP2 writes a sharded checkpoint: each rank saves its shards of the weights
-and of the optimizer state in its own file, and resumes from it with as many processes.
+and of the optimizer state in its own file. The same number of processes resumes from its own
+files; another number, or an unsharded run (one process, DDP), joins the shards and cuts them
+anew (exact for weights and optimizer; per-rank histories as for any change of process count);
+an unsharded checkpoint resumes sharded the same way.
 Validation leaves no trace: it runs with the Autoflex states and RNG saved before and restored
 after, so ``val_every`` never changes the training trajectory.
 
@@ -36,7 +39,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from omniflex.flex.convert import flex_modules, flex_states
-from omniflex.flex.sharding import FlexAllGather
+from omniflex.flex.sharding import FlexAllGather, shard_rows
 from omniflex.train.balance import LossBalance
 from omniflex.train.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from omniflex.train.config import TrainConfig
@@ -314,10 +317,18 @@ class Trainer:
         if self.sharded:  # every rank writes its shards, then rank 0 the rest
             folder = self.checkpoints.shard_folder(self.step, fresh=self.ctx.is_main)
             barrier(self.ctx)
+            params = self._optimizer_params()
             shard = {
                 "model": {k: _local(v) for k, v in tensors.items()},
                 "sharded": [k for k, v in tensors.items() if isinstance(v, DTensor)],
                 "optimizer": optim_state,
+                # optimizer tensors that are this rank's rows of a parameter-shaped tensor
+                "sharded_optimizer": [
+                    [index, key]
+                    for index, per_param in optim_state["state"].items()
+                    for key, v in per_param.items()
+                    if _is_shard_of(v, params[index])
+                ],
             }
             self.checkpoints.save_shard(folder, self.ctx.rank, shard)
             barrier(self.ctx)
@@ -367,27 +378,45 @@ class Trainer:
         self.step = int(payload["step"])
 
     def _load_shard(self, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """This rank's model tensors (sharded ones as DTensors) and optimizer state from the
-        sharded checkpoint ``payload``."""
+        """The model tensors (sharded ones as DTensors) and optimizer state this rank loads when
+        the checkpoint ``payload`` or this run is sharded: its own shard file when the layout is
+        the same, else the whole state (a sharded checkpoint's shards joined) cut into this
+        run's shards, or kept whole for an unsharded run (one process, DDP)."""
         shards, path = payload.get("shards", 0), payload["path"]
-        if not (self.sharded and shards == self.ctx.world_size):
-            mine = f"{self.ctx.world_size} process(es), parallel={self.config.parallel}"
-            raise ValueError(
-                f"cannot resume {path}: it holds a flex model sharded by FSDP over {shards} "
-                f"process(es) ({shards} shard files), and this run has {mine}; resume "
-                f"with torchrun --nproc_per_node {max(shards, 1)} (across nodes: --nnodes x "
-                "--nproc_per_node processes in all) and parallel=fsdp"
-                if shards
-                else f"cannot resume {path} (an unsharded checkpoint) as a sharded flex run "
-                f"({mine}); resume it with parallel={payload['config'].get('parallel')}"
-            )
-        shard = self.checkpoints.load_shard(path, self.ctx.rank)
+        if self.sharded and shards == self.ctx.world_size:
+            shard = self.checkpoints.load_shard(path, self.ctx.rank)
+            current = self.raw_model.state_dict()
+            tensors = {
+                k: _as_shard_of(v, current[k]) if k in shard["sharded"] else v
+                for k, v in shard["model"].items()
+            }
+            return tensors, shard["optimizer"]
+        if shards:
+            tensors, optim_state = self.checkpoints.join_shards(path, shards)
+        else:
+            tensors, optim_state = payload["model"], payload["optimizer"]
+        if not self.sharded:
+            return tensors, optim_state
         current = self.raw_model.state_dict()
         tensors = {
-            k: _as_shard_of(v, current[k]) if k in shard["sharded"] else v
-            for k, v in shard["model"].items()
+            k: _as_shard_of(shard_rows(v, current[k]), current[k])
+            if isinstance(current.get(k), DTensor)
+            else v
+            for k, v in tensors.items()
         }
-        return tensors, shard["optimizer"]
+        params = self._optimizer_params()
+        state = {
+            index: {
+                key: shard_rows(v, params[index]) if _whole_of(v, params[index]) else v
+                for key, v in per_param.items()
+            }
+            for index, per_param in optim_state["state"].items()
+        }
+        return tensors, {**optim_state, "state": state}
+
+    def _optimizer_params(self) -> list[torch.Tensor]:
+        """The parameters in the order ``optimizer.state_dict()`` numbers them."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def _check_resumable(self, saved: dict[str, Any], path: str) -> None:
         mine = self.config.to_dict()
@@ -481,6 +510,26 @@ class Trainer:
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     """This rank's shard of a ``DTensor``, else the tensor itself."""
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _is_shard_of(value: Any, param: torch.Tensor) -> bool:
+    """Whether an optimizer state ``value`` holds this rank's rows of sharded ``param``'s shape."""
+    return (
+        isinstance(param, DTensor)
+        and isinstance(value, torch.Tensor)
+        and value.dim() > 0
+        and value.shape == param.to_local().shape
+    )
+
+
+def _whole_of(value: Any, param: torch.Tensor) -> bool:
+    """Whether a saved optimizer state ``value`` is whole-parameter-shaped for sharded ``param``."""
+    return (
+        isinstance(param, DTensor)
+        and isinstance(value, torch.Tensor)
+        and value.dim() > 0
+        and value.shape == param.shape
+    )
 
 
 def _as_shard_of(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -135,7 +135,7 @@ def test_rng_state_round_trip():
     assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
 
 
-def test_sharded_checkpoint_keeps_one_file_per_rank_and_joins_for_inference(tmp_path):
+def test_sharded_checkpoint_keeps_one_file_per_rank_and_joins_them(tmp_path):
     manager = CheckpointManager(tmp_path / "ckpt")
     folder = manager.shard_folder(7, fresh=True)
     whole = torch.arange(10, dtype=torch.int16).view(5, 2)
@@ -144,6 +144,7 @@ def test_sharded_checkpoint_keeps_one_file_per_rank_and_joins_for_inference(tmp_
             "model": {"w_mantissa": rows.clone(), "w_exponent": torch.tensor(-3)},
             "sharded": ["w_mantissa"],
             "optimizer": {"state": {0: {"exp_avg_mantissa": rows.clone()}}, "param_groups": []},
+            "sharded_optimizer": [[0, "exp_avg_mantissa"]],
         }
         manager.save_shard(folder, rank, shard)
     common = {"model": {}, "ranks": [{"model_extra": {}}] * 2}
@@ -159,3 +160,5 @@ def test_sharded_checkpoint_keeps_one_file_per_rank_and_joins_for_inference(tmp_
         manager.load_shard(path, 2)
     state, _ = checkpoint_module.load_model_state(path)
     assert torch.equal(state["w_mantissa"], whole) and int(state["w_exponent"]) == -3
+    _, optimizer = manager.join_shards(path, 2)  # to resume with another number of processes
+    assert torch.equal(optimizer["state"][0]["exp_avg_mantissa"], whole)

@@ -95,12 +95,21 @@ def test_flex_model_trains_sharded_by_fsdp(tmp_path):
     cut = flex.replace(out_dir=str(tmp_path / "cut"))
     ddp = flex.replace(out_dir=str(tmp_path / "ddp"), parallel="ddp")
     float32 = flex.replace(out_dir=str(tmp_path / "float32"), precision="float32")
+    ddp_cut = ddp.replace(out_dir=str(tmp_path / "ddp-cut"))
+    alone = flex.replace(out_dir=str(tmp_path / "alone"))  # cut here, resumed in one process
     runs = [
         {"name": "fsdp", "config": flex.to_dict()},
         {"name": "cut", "config": cut.to_dict(), "max_steps": 10},
         {"name": "resumed", "config": cut.to_dict(), "resume": True},
         {"name": "ddp", "config": ddp.to_dict()},
         {"name": "float32", "config": float32.to_dict(), "max_steps": 2},
+        {"name": "ddp-cut", "config": ddp_cut.to_dict(), "max_steps": 10},
+        {
+            "name": "ddp-to-fsdp",
+            "config": ddp_cut.replace(parallel="fsdp").to_dict(),
+            "resume": True,
+        },
+        {"name": "alone", "config": alone.to_dict(), "max_steps": 10},
     ]
     expected = run_training(single, build_model=build_standin)
     got = torchrun({"runs": runs, "out": str(tmp_path / "out.json")}, tmp_path)
@@ -128,8 +137,17 @@ def test_flex_model_trains_sharded_by_fsdp(tmp_path):
             assert torch.equal(whole[key], tensor), key
     model = TinyLM.build("flex16+5")
     model.load_state_dict(whole)  # loads for inference in one process
-    with pytest.raises(ValueError, match="--nproc_per_node 2"):
-        run_training(cut, build_model=build_standin, resume=True)  # one process: refused
+    # An unsharded checkpoint resumes sharded, and a sharded one unsharded: the shards are cut
+    # anew from the whole state. DDP's checkpoint of step 10, resumed under FSDP, continues
+    # bit for bit (same processes, same numbers); one process continues with rank 0's
+    # activation histories, so within flex precision.
+    assert got["ddp-to-fsdp"]["losses"] == {k: fsdp[k] for k in map(str, range(11, 21))}
+    with pytest.warns(RuntimeWarning, match="written by 2 processes"):
+        one = run_training(alone.replace(grad_accum=1), build_model=build_standin, resume=True)
+    print("one process after sharded", max(abs(one.losses[k] - fsdp[str(k)]) for k in one.losses))
+    assert list(one.losses) == list(range(11, 21))
+    for step, loss in one.losses.items():
+        assert abs(loss - fsdp[str(step)]) < 1e-3, (step, loss, fsdp[str(step)])
     # All-gathers carry int16 mantissas (float32 for the one float gain): per step, the
     # forward's and the backward's all-gather of each rank's rows.
     sent = [r["all_gather_bytes"] for r in read_metrics(tmp_path / "fsdp") if "loss" in r]
