@@ -8,7 +8,8 @@ of a sharded tensor — the weight's own, and ``FlexAdam``'s moment and update s
 the maximum over all shards (an all-reduce MAX of one number) before it settles the exponent:
 
 * every rank then makes the same Autoflex decision, from the same history, and holds the same
-  exponent; the mantissas of each shard are exactly the rows the unsharded tensor would hold;
+  exponent; given the same gradients, each shard's mantissas are exactly the rows the
+  unsharded tensor would hold (tested bit for bit);
 * the exponent need not travel with the mantissas: FSDP2 all-gathers int16 mantissas only
   (``FlexWeight.fsdp_pre_all_gather``), half the bytes of float32.
 

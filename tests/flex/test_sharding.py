@@ -4,7 +4,6 @@ weight, shards share one exponent, and two gloo processes train like one (``torc
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -108,17 +107,12 @@ def test_shard_max_sends_nan_as_inf_so_that_every_rank_raises(monkeypatch):
         state.quantize(torch.ones(3))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_processes_shard_a_flex_model_and_train_like_one(tmp_path):
     out = tmp_path / "out.json"
+    # --standalone: torchrun picks a free port itself (no race with other jobs for one)
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(WORKER), str(out),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(WORKER), str(out),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,19 +17,13 @@ from tests.train.standin import TinyLM, build_standin, tiny_config
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(spec: dict, tmp_path: Path, nproc: int = 2) -> dict:
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
+    # --standalone: torchrun picks a free port itself (no race with other jobs for one)
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(WORKER),
-        str(spec_path),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+        str(nproc), str(WORKER), str(spec_path),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMNIFLEX_FLEX_KERNEL": "eager"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
