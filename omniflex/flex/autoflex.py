@@ -45,7 +45,7 @@ from omniflex.flex.kernels import (
     requantize_,
 )
 
-__all__ = ["AutoflexConfig", "AutoflexState"]
+__all__ = ["AutoflexConfig", "AutoflexState", "check_saved_format"]
 
 
 @dataclass(frozen=True)
@@ -354,12 +354,7 @@ class AutoflexState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        fmt = FlexFormat(**state["format"]) if "format" in state else self.format
-        if fmt != self.format:
-            raise ValueError(
-                f"Autoflex state for '{self.name}' was saved for {fmt.name}, "
-                f"but this tensor uses {self.format.name}"
-            )
+        check_saved_format(self.name, self.format, state)
         self.exponent = int(state["exponent"])
         self.initialized = bool(state["initialized"])
         self.history = deque((float(v) for v in state["history"]), maxlen=self.config.history)
@@ -373,4 +368,15 @@ class AutoflexState:
         return (
             f"AutoflexState({self.name!r}, {self.format.name}, exponent={self.exponent}, "
             f"history={len(self.history)}/{self.config.history}, overflows={self.overflows})"
+        )
+
+
+def check_saved_format(name: str, fmt: FlexFormat, state: dict[str, Any]) -> None:
+    """Raise if the Autoflex ``state`` of tensor ``name`` was saved for a format other than
+    ``fmt`` (a state saved without one is taken to be ``fmt``'s)."""
+    saved = FlexFormat(**state["format"]) if "format" in state else fmt
+    if saved != fmt:
+        raise ValueError(
+            f"Autoflex state for '{name}' was saved for {saved.name}, "
+            f"but this tensor uses {fmt.name}"
         )

@@ -68,7 +68,7 @@ from typing import Any
 
 import torch
 
-from omniflex.flex.autoflex import AutoflexConfig, AutoflexState
+from omniflex.flex.autoflex import AutoflexConfig, AutoflexState, check_saved_format
 from omniflex.flex.errors import FlexNonFiniteError, FlexTypeError
 from omniflex.flex.format import FlexFormat, FlexTensor, exact_pow2
 from omniflex.flex.kernels import (
@@ -258,12 +258,7 @@ class DeviceAutoflexState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load a ``state_dict`` of either kind of state."""
-        fmt = FlexFormat(**state["format"]) if "format" in state else self.format
-        if fmt != self.format:
-            raise ValueError(
-                f"Autoflex state for '{self.name}' was saved for {fmt.name}, "
-                f"but this tensor uses {self.format.name}"
-            )
+        check_saved_format(self.name, self.format, state)
         length = self.config.history
         values = [float(v) for v in state["history"]]
         kept = values[len(values) - min(len(values), length) :]  # a deque(maxlen) keeps these

@@ -238,3 +238,12 @@ def test_check_reads_the_device_once_for_all_states():
     with count_host_syncs() as syncs:
         check_states(states)
     assert syncs.total == 1
+
+
+@pytest.mark.parametrize("kind", [AutoflexState, DeviceAutoflexState])
+def test_a_state_saved_for_another_format_is_refused(kind):
+    saved = AutoflexState("w", FlexFormat(mantissa_bits=8))
+    saved.to_flex(torch.randn(16))
+    state = kind("w", FlexFormat())
+    with pytest.raises(ValueError, match=r"saved for flex8.*uses flex16"):
+        state.load_state_dict(saved.state_dict())
