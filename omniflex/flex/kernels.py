@@ -239,6 +239,35 @@ def resolve_small_kernel(kernel: KernelName, device: torch.device) -> Literal["e
     return kernel
 
 
+def _packs(kernel: KernelName, x: torch.Tensor, flat: torch.Tensor) -> bool:
+    """Whether ``x`` takes the compiled kernel, whose packed int16 layout needs an even count
+    (odd tensors take the reference path) and 32-bit indexing."""
+    return (
+        resolve_kernel(kernel, x) == "compiled" and flat.numel() % 2 == 0 and flat.numel() < 2**31
+    )
+
+
+def _quantize_packed(
+    flat: torch.Tensor,  # (n,) float32, n even
+    inv_scale: torch.Tensor,
+    scale: torch.Tensor,
+    flat_noise: torch.Tensor | None,
+    fmt: FlexFormat,
+    want_mantissa: bool,
+    want_values: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """The compiled quantiser: mantissas (int16 storage viewed back from packed words),
+    values and its statistics tensor ``[amax, flushes]``."""
+    variant = (want_mantissa, want_values, flat_noise is not None, fmt.storage_dtype)
+    mantissa, values, stats = _compiled_core(variant)(
+        flat, inv_scale, scale, flat_noise, fmt.max_mantissa, fmt.storage_dtype,
+        want_mantissa, want_values,
+    )  # fmt: skip
+    if mantissa is not None and mantissa.dtype == torch.int32:
+        mantissa = mantissa.view(torch.int16)
+    return mantissa, values, stats
+
+
 def quantize_reference(
     x: torch.Tensor,
     exponent: int,
@@ -281,19 +310,11 @@ def quantize_tensor(
         )
     flat = x.detach().reshape(-1)  # quantisation is never differentiated through
     flat_noise = None if noise is None else noise.reshape(-1).to(flat.dtype)
-    # The packed int16 layout needs an even count; odd tensors take the reference path.
-    compiled = (
-        resolve_kernel(kernel, x) == "compiled" and flat.numel() % 2 == 0 and flat.numel() < 2**31
-    )
-    if compiled:
+    if _packs(kernel, x, flat):
         inv_scale_t, scale_t = _scale_tensors(exponent, x.device)
-        variant = (want_mantissa, want_values, noise is not None, fmt.storage_dtype)
-        mantissa, values, stats = _compiled_core(variant)(
-            flat, inv_scale_t, scale_t, flat_noise, fmt.max_mantissa, fmt.storage_dtype,
-            want_mantissa, want_values,
-        )  # fmt: skip
-        if mantissa is not None and mantissa.dtype == torch.int32:
-            mantissa = mantissa.view(torch.int16)
+        mantissa, values, stats = _quantize_packed(
+            flat, inv_scale_t, scale_t, flat_noise, fmt, want_mantissa, want_values
+        )
         amax, flushes = stats.tolist()
     else:
         mantissa, values, amax, flushes = _quantize_core(
@@ -332,17 +353,10 @@ def quantize_at_device_exponent(
     flat = x.detach().reshape(-1)
     flat_noise = None if noise is None else noise.reshape(-1).to(flat.dtype)
     inv_scale, scale = exact_pow2(-exponent), exact_pow2(exponent)
-    compiled = (
-        resolve_kernel(kernel, x) == "compiled" and flat.numel() % 2 == 0 and flat.numel() < 2**31
-    )
-    if compiled:
-        variant = (want_mantissa, want_values, noise is not None, fmt.storage_dtype)
-        mantissa, values, stats = _compiled_core(variant)(
-            flat, inv_scale, scale, flat_noise, fmt.max_mantissa, fmt.storage_dtype,
-            want_mantissa, want_values,
-        )  # fmt: skip
-        if mantissa is not None and mantissa.dtype == torch.int32:
-            mantissa = mantissa.view(torch.int16)
+    if _packs(kernel, x, flat):
+        mantissa, values, stats = _quantize_packed(
+            flat, inv_scale, scale, flat_noise, fmt, want_mantissa, want_values
+        )
         flushes = stats[1].to(torch.int64)
     else:
         clamped = _round_to_grid(flat, inv_scale, flat_noise, fmt.max_mantissa)
