@@ -199,7 +199,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _cmd_train_judge(args: argparse.Namespace) -> int:
     if args.kind == "speech":
-        from omniflex.eval.speech_judge import SPEECH_JUDGE_ASSETS, train_speech_judge
+        from omniflex.safety.speech_judge import SPEECH_JUDGE_ASSETS, train_speech_judge
 
         out = args.out or SPEECH_JUDGE_ASSETS
         metrics = train_speech_judge(out, minutes=args.minutes, seed=args.seed)

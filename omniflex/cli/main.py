@@ -1,8 +1,8 @@
 """``omniflex``: one subcommand per job. Run ``omniflex <command> --help`` for details.
 
 The command table: each module of ``omniflex.cli`` owns one top-level command (its parser, in
-``add_parser``, beside the code it runs). ``torchrun -m omniflex.cli.main train ...`` runs
-training in several processes.
+``add_parser``, beside the code it runs). ``torchrun -m omniflex train ...``
+(``omniflex/__main__.py``) runs training in several processes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``omniflex train``: train an omni model from a recipe, in one process or under ``torchrun``::
 
     omniflex train --recipe tiny steps=100
-    torchrun --nproc_per_node 2 -m omniflex.cli.main train --recipe tiny
+    torchrun --nproc_per_node 2 -m omniflex train --recipe tiny
 
 The trainer is imported when the command runs, so that building the parser (every
 ``omniflex`` call, ``--help`` included) does not load it.
@@ -60,7 +60,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "model_overrides.n_layers=2). Needs token caches: run `omniflex data "
             "tokenize` first. Writes metrics.jsonl, TensorBoard events and atomic checkpoints "
             "to the run folder; --resume continues bit for bit. For several processes: "
-            "`torchrun --nproc_per_node 2 -m omniflex.cli.main train --recipe tiny`."
+            "`torchrun --nproc_per_node 2 -m omniflex train --recipe tiny`."
         ),
         epilog=(
             f"recipes: {', '.join(list_recipes()) or 'none found'}; "

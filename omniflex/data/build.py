@@ -12,6 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from omniflex.common.voices import VOICES
 from omniflex.data.shards import ShardWriter
 from omniflex.data.tasks import SAFETY_TASKS, TASKS, make_sample
 
@@ -289,8 +290,6 @@ def _balance_markdown(by_task: dict[str, dict[str, int]]) -> list[str]:
 
 
 def _card_markdown(card: dict[str, Any]) -> str:
-    from omniflex.common.voices import VOICES
-
     lines = [
         f"# omniflex corpus: {card['size']} (seed {card['seed']})",
         "",

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from omniflex.data.shards import read_shard
 from omniflex.eval.audio_metrics import mel_cepstral_distortion, speaker_similarity
+from omniflex.media.audio import read_audio
 from omniflex.tokenizers.audio import AudioCodec
 
 __all__ = ["audio_codec_report", "measure_latency", "measure_stream_speed", "test_utterances"]
@@ -24,9 +26,6 @@ __all__ = ["audio_codec_report", "measure_latency", "measure_stream_speed", "tes
 
 def test_utterances(corpus_dir: str | Path, n: int = 40) -> list[tuple[str, str, np.ndarray]]:
     """``(voice, role, audio)`` for the first ``n`` test-split WAVs, alternating roles."""
-    from omniflex.data.shards import read_shard
-    from omniflex.media.audio import read_audio
-
     shards = sorted(Path(corpus_dir).glob("test-*.tar"))
     if not shards:
         raise FileNotFoundError(

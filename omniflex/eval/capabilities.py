@@ -25,7 +25,7 @@ What is measured, per task family (one ``_eval_*`` function each):
   "is" are the key. A contradiction is a word of the same answer class as a key word (numbers,
   colours, shapes, directions, positions, yes/no) that is neither in the reference nor in the
   question: "two plus three is six five" is wrong though it says "five". Spoken answers are
-  judged on what the independent speech judge (``omniflex.eval.speech_judge``, trained apart
+  judged on what the independent speech judge (``omniflex.safety.speech_judge``, trained apart
   from the model) hears in their audio; no audio is a wrong answer. The same answers judged on
   their text are reported beside (``spoken_qa_text_accuracy``).
 * **Captions** (``caption``): a caption is right when the objects it names — (colour, kind,
@@ -72,8 +72,18 @@ from typing import Any, Literal
 
 import numpy as np
 
+from omniflex.common.voices import voice as voice_named
+from omniflex.data.scenes import COLS, ROWS, SCENE_COLOURS, SCENE_KINDS, Scene, SceneObject
+from omniflex.data.shards import read_shard
+from omniflex.data.speech import synthesize
 from omniflex.data.tasks import SAFETY_TASKS  # the corpus's safety tasks, in its order
+from omniflex.eval.audio_metrics import mel_cepstrum, speaker_similarity
+from omniflex.eval.scene_judge import SceneJudge
 from omniflex.eval.stats import wilson_interval
+from omniflex.media.audio import read_audio
+from omniflex.model.assistant import Assistant
+from omniflex.safety.speech_judge import SpeechJudge
+from omniflex.safety.voice_classifier import VoiceGuard
 
 __all__ = [
     "BEHAVIOURS",
@@ -209,8 +219,6 @@ def answer_correct(hypothesis: str, reference: str, question: str = "") -> bool:
 def caption_objects(text: str) -> Counter[tuple[str, str, str]]:
     """The (colour, kind, position) triples a scene caption names, as a multiset; position is
     ``SceneObject.position`` wording ("at the top left", "in the centre") or "" if none."""
-    from omniflex.data.scenes import COLS, ROWS, SCENE_COLOURS, SCENE_KINDS, SceneObject
-
     positions = sorted(
         {SceneObject("circle", "red", "small", r, c).position for r in ROWS for c in COLS},
         key=len,
@@ -254,8 +262,6 @@ def mcd_dtw(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 16_0
     time warping path between the two utterances, over the reference's speech frames."""
     import librosa
 
-    from omniflex.eval.audio_metrics import mel_cepstrum
-
     if min(len(reference), len(estimate)) < 400:
         raise ValueError("signals too short for MCD: need at least 400 samples each")
     c_ref, energy = mel_cepstrum(reference, sample_rate)  # (F_ref, 24)
@@ -270,8 +276,6 @@ def mcd_dtw(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 16_0
 # ----------------------------------------------------------------------------- corpus
 def load_split(corpus: str | Path, split: str) -> dict[str, list[Any]]:
     """``ShardSample``s of ``corpus``'s ``split``, grouped by task, in shard order."""
-    from omniflex.data.shards import read_shard
-
     shards = sorted(glob.glob(str(Path(corpus) / f"{split}-*.tar")))
     if not shards:
         raise FileNotFoundError(
@@ -487,8 +491,6 @@ def _eval_asr(run: _Runner, samples: Sequence[Any]) -> dict[str, Any]:
 
 @functools.cache
 def _speech_judge() -> Any:
-    from omniflex.eval.speech_judge import SpeechJudge
-
     return SpeechJudge.load()
 
 
@@ -543,8 +545,6 @@ def _qa(metric: str, spoken: bool = False) -> Callable[[_Runner, Sequence[Any]],
 
 
 def _eval_caption(run: _Runner, samples: Sequence[Any]) -> dict[str, Any]:
-    from omniflex.data.scenes import SceneObject
-
     correct: list[float] = []
     exact: list[float] = []
 
@@ -568,9 +568,6 @@ def _eval_caption(run: _Runner, samples: Sequence[Any]) -> dict[str, Any]:
 
 
 def _eval_text_to_image(run: _Runner, samples: Sequence[Any]) -> dict[str, Any]:
-    from omniflex.data.scenes import Scene, SceneObject
-    from omniflex.eval.scene_judge import SceneJudge
-
     judge = SceneJudge.load()
     matched: list[float] = []
     with_image: list[float] = []
@@ -594,11 +591,6 @@ def _eval_text_to_image(run: _Runner, samples: Sequence[Any]) -> dict[str, Any]:
 
 
 def _eval_tts(run: _Runner, samples: Sequence[Any], split: str) -> dict[str, Any]:
-    from omniflex.common.voices import voice as voice_named
-    from omniflex.data.speech import synthesize
-    from omniflex.eval.audio_metrics import speaker_similarity
-    from omniflex.media.audio import read_audio
-
     sims: list[float] = []
     mcds: list[float] = []
     cers: list[float] = []
@@ -681,8 +673,6 @@ def _eval_safety(run: _Runner, samples: Sequence[Any], task: str) -> dict[str, A
 
 def _stayed_in_preset_voice(answer: Any) -> bool:
     """No audio, or audio that the voice output classifier passes for the chosen preset."""
-    from omniflex.safety.voice_classifier import VoiceGuard
-
     if answer.audio.size == 0:
         return True
     if not answer.voice:
@@ -770,8 +760,6 @@ def evaluate_model(
     """
     import torch
     from tqdm import tqdm
-
-    from omniflex.model.assistant import Assistant
 
     unknown = set(tasks or ()) - set(TASK_FAMILIES)
     if unknown:

@@ -38,7 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omniflex.common.voices import voice
+from omniflex.eval import capabilities, safety_eval
+from omniflex.eval.report import compare_results
 from omniflex.eval.report import format_value as _fmt
+from omniflex.model.pretrained import resolve_model_dir
 
 __all__ = ["MODALITIES", "Provenance", "build_card", "numbers_in", "write_card"]
 
@@ -332,7 +336,6 @@ def _model_and_data(doc: _Doc, src: Provenance) -> None:
         doc.table(["task", "test samples"], test)
     voices = src.get("data", "speech_seconds_per_voice") or {}
     if voices:
-        from omniflex.common.voices import voice
 
         def role(name: str) -> str:
             try:
@@ -380,8 +383,6 @@ def _capabilities(doc: _Doc, src: Provenance) -> None:
 
 
 def _parity(doc: _Doc, src: Provenance, out: Path) -> None:
-    from omniflex.eval.report import compare_results
-
     doc.h(2, "flex16+5 against float32")
     if "float32" not in src.data:
         doc.p(
@@ -668,8 +669,6 @@ def write_card(
     Returns:
         ``{"markdown", "html", "eval", "safety", <plot name>...}``: the paths written or used.
     """
-    from omniflex.model.pretrained import resolve_model_dir
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     src = Provenance()
@@ -677,16 +676,12 @@ def write_card(
     if (Path(corpus) / "data_card.json").is_file():
         src.add("data", Path(corpus) / "data_card.json")
     if eval_path is None:
-        from omniflex.eval.capabilities import evaluate_model
-
         eval_path = out / "eval.json"
-        result = evaluate_model(model, corpus, quick=quick, progress=progress)
+        result = capabilities.evaluate_model(model, corpus, quick=quick, progress=progress)
         eval_path.write_text(json.dumps(result, indent=2))
     if safety_path is None:
-        from omniflex.eval.safety_eval import evaluate_safety
-
         safety_path = out / "safety.json"
-        result = evaluate_safety(model, corpus, quick=quick, progress=progress)
+        result = safety_eval.evaluate_safety(model, corpus, quick=quick, progress=progress)
         safety_path.write_text(json.dumps(result, indent=2))
     for label, path, needs in (("eval", eval_path, "metrics"), ("float32", float32_eval_path,
                                "metrics"), ("safety", safety_path, "figures"),

@@ -15,6 +15,7 @@ import torch
 
 from omniflex.data.scenes import render_scene
 from omniflex.eval.scene_judge import SceneJudge
+from omniflex.tokenizers.base import load_tokenizer
 from omniflex.tokenizers.image import ImageTokenizer
 from omniflex.tokenizers.image_train import held_out_digit_images, held_out_scenes, psnr_db
 
@@ -66,8 +67,6 @@ def image_tokenizer_report(
 
 
 def _main() -> None:
-    from omniflex.tokenizers.base import load_tokenizer
-
     torch.set_num_threads(1)
     tokenizer = load_tokenizer("image")
     if not isinstance(tokenizer, ImageTokenizer):

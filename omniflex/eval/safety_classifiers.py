@@ -24,6 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from omniflex.common.voices import PRESET_VOICES
+from omniflex.data.speech import synthesize
+from omniflex.safety.moderation_train import labelled_requests
+from omniflex.safety.policy import Moderation, normalise
+from omniflex.safety.voice_classifier import VoiceGuard, load_voice_classifier
+from omniflex.safety.voice_train import load_clips, stream_results, stream_set, summarise_streams
+
 __all__ = ["REFERENCE", "asr_noise", "evaluate_safety_classifiers", "measure_chunk_cost"]
 
 REFERENCE = {
@@ -37,10 +44,6 @@ REFERENCE = {
 
 def measure_chunk_cost(seconds: float = 10.0, chunk_ms: int = 80) -> dict[str, float]:
     """CPU ms per ``chunk_ms`` chunk of ``VoiceGuard.push`` on one thread (speech-like input)."""
-    from omniflex.common.voices import PRESET_VOICES
-    from omniflex.data.speech import synthesize
-    from omniflex.safety.voice_classifier import VoiceGuard
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -70,14 +73,6 @@ def measure_chunk_cost(seconds: float = 10.0, chunk_ms: int = 80) -> dict[str, f
 
 
 def _voice_figures(corpus: Path, quick: bool) -> dict[str, Any]:
-    from omniflex.safety.voice_classifier import load_voice_classifier
-    from omniflex.safety.voice_train import (
-        load_clips,
-        stream_results,
-        stream_set,
-        summarise_streams,
-    )
-
     model = load_voice_classifier()
     clips = load_clips(corpus, "test")
     limit = 12 if quick else None
@@ -121,8 +116,6 @@ def _voice_figures(corpus: Path, quick: bool) -> dict[str, Any]:
 
 def asr_noise(text: str, rng: np.random.Generator, rate: float = 0.05) -> str:
     """An ASR-like rendering: lower case, no punctuation, character errors, dropped words."""
-    from omniflex.safety.policy import normalise
-
     words = [w for w in normalise(text).split() if rng.random() >= rate] or normalise(text).split()
     letters = "abcdefghijklmnopqrstuvwxyz"
     noisy = []
@@ -133,9 +126,6 @@ def asr_noise(text: str, rng: np.random.Generator, rate: float = 0.05) -> str:
 
 
 def _moderation_figures(corpus: Path) -> dict[str, Any]:
-    from omniflex.safety.moderation_train import labelled_requests
-    from omniflex.safety.policy import Moderation
-
     model = Moderation.from_shipped()
     rows = labelled_requests(corpus, "test")
     y = np.asarray([r[1] for r in rows], dtype=bool)

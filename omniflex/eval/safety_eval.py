@@ -44,8 +44,13 @@ from typing import Any
 
 import numpy as np
 
+from omniflex.data.speech import add_noise
+from omniflex.eval.capabilities import classify_behaviour, evaluate_model, load_split
 from omniflex.eval.report import format_value as _fmt
+from omniflex.eval.safety_classifiers import evaluate_safety_classifiers
 from omniflex.eval.stats import wilson_interval
+from omniflex.media.audio import read_audio, to_wav_bytes
+from omniflex.model.assistant import Assistant
 
 __all__ = [
     "BEHAVIOUR_FIGURES",
@@ -181,9 +186,6 @@ def add_input_noise(sample: Any, snr_db: float = NOISE_SNR_DB) -> Any:
     at ``snr_db`` (``omniflex.data.speech.add_noise``, seeded by the sample's key); assistant
     audio and text are left as they are, and a sample without user audio comes back unchanged.
     """
-    from omniflex.data.speech import add_noise
-    from omniflex.media.audio import read_audio, to_wav_bytes
-
     files = dict(sample.files)
     rng = np.random.default_rng(zlib.crc32(sample.key.encode()))
     for part in _user_audio_parts(sample.conversation):
@@ -252,8 +254,6 @@ def _rate(values: Sequence[bool]) -> dict[str, Any]:
 def _outcomes(result: dict[str, Any], said: dict[str, str]) -> dict[str, dict[str, bool]]:
     """task -> {sample id: outcome} ("safe" for safety tasks, "answered" for benign ones);
     samples that raised are left out (they are listed in the result's errors)."""
-    from omniflex.eval.capabilities import classify_behaviour
-
     out: dict[str, dict[str, bool]] = {}
     for task, r in result["tasks"].items():
         rows = {}
@@ -358,9 +358,6 @@ def evaluate_safety(
         met, values: {condition: {group: {value, n}}}, note?}}, "classifiers", "behaviour":
         {condition: evaluate_model result}, "errors", "notes"}`` — JSON-able.
     """
-    from omniflex.eval.capabilities import evaluate_model, load_split
-    from omniflex.eval.safety_classifiers import evaluate_safety_classifiers
-
     start = time.perf_counter()
     by_task = load_split(corpus, "test")
     missing = [t for t in _TASKS if t not in by_task]
@@ -374,8 +371,6 @@ def evaluate_safety(
     if classifiers is None:
         classifiers = evaluate_safety_classifiers(Path(corpus), quick=quick)
     if assistant is None:
-        from omniflex.model.assistant import Assistant
-
         assistant = Assistant.from_pretrained(model, precision=precision)
 
     options = {"limit_per_task": limit_per_task, "precision": precision, "quick": quick,

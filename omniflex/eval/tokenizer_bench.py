@@ -14,6 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from omniflex.data.shards import read_shard
+from omniflex.eval.audio_codec_report import audio_codec_report
+from omniflex.eval.image_tokenizer_report import image_tokenizer_report
+from omniflex.tokenizers import load_tokenizer
+from omniflex.tokenizers.video import VideoTokenizer
+
 __all__ = ["TARGETS", "run_tokenizer_benchmarks"]
 
 TARGETS = {
@@ -44,8 +50,6 @@ _TEXT_CASES = (
 
 
 def _text() -> dict[str, Any]:
-    from omniflex.tokenizers import load_tokenizer
-
     tok = load_tokenizer("text")
     exact = [tok.decode(tok.encode(s)) == s for s in _TEXT_CASES]
     return {
@@ -58,9 +62,6 @@ def _text() -> dict[str, Any]:
 
 
 def _audio(corpus: str, quick: bool) -> dict[str, Any]:
-    from omniflex.eval.audio_codec_report import audio_codec_report
-    from omniflex.tokenizers import load_tokenizer
-
     codec = load_tokenizer("audio")
     report = audio_codec_report(codec, corpus, n=10 if quick else 60)
     report["met"] = {
@@ -77,9 +78,6 @@ def _audio(corpus: str, quick: bool) -> dict[str, Any]:
 
 
 def _image(quick: bool) -> dict[str, Any]:
-    from omniflex.eval.image_tokenizer_report import image_tokenizer_report
-    from omniflex.tokenizers import load_tokenizer
-
     tok = load_tokenizer("image")
     report = image_tokenizer_report(
         tok, n_scenes=40 if quick else 200, n_digits=40 if quick else 100
@@ -96,9 +94,6 @@ def _image(quick: bool) -> dict[str, Any]:
 
 
 def _video(corpus: str) -> dict[str, Any]:
-    from omniflex.tokenizers import load_tokenizer
-    from omniflex.tokenizers.video import VideoTokenizer
-
     image, audio = load_tokenizer("image"), load_tokenizer("audio")
     video = VideoTokenizer(image, audio)
     clip = _first_test_video(corpus)
@@ -120,8 +115,6 @@ def _video(corpus: str) -> dict[str, Any]:
 
 
 def _first_test_video(corpus: str) -> bytes | None:
-    from omniflex.data.shards import read_shard
-
     for shard in sorted(Path(corpus).glob("test-*.tar")):
         for sample in read_shard(shard):
             if "video.mp4" in sample.files:

@@ -35,10 +35,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from omniflex.model.answer_shape import AnswerShape
 from omniflex.model.chat import ChatTemplate
 from omniflex.model.compiled import CompiledForward
 from omniflex.model.encoders import InputFeatures
-from omniflex.model.generate import Generator, ModalityConstraint, StopReason
+from omniflex.model.generate import ConstraintFn, Generator, ModalityConstraint, StopReason
 from omniflex.model.grammar import TokenGrammar
 from omniflex.model.kv_cache import CacheStorage
 from omniflex.model.pretrained import DEFAULT_MODEL, PretrainedInfo, load_pretrained
@@ -122,9 +123,11 @@ class Assistant:
         template: the chat template over the tokenizers the model was trained with.
         cache_storage: KV cache storage for every session (``"float32"`` or ``"flex16"``).
         info: the model folder's config (name, training summary), when loaded from one.
-        compile: decode through one ``CompiledForward`` shared by all sessions (2-4x faster
-            per token on the tiny model; the first answers of a process pay the compilation,
-            a minute or two on a small CPU, less once inductor's on-disk cache holds the graphs).
+        compile: decode through one ``CompiledForward`` shared by all sessions (faster per
+            token; the first answers of a process pay the compilation, a minute or two on a
+            small CPU, less once inductor's on-disk cache holds the graphs).
+        answer_shape: force every answer that may speak into this layout (benchmarks and
+            protocol tests only: ``omniflex.model.answer_shape``).
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class Assistant:
         cache_storage: CacheStorage = "float32",
         info: PretrainedInfo | None = None,
         compile: bool = False,
+        answer_shape: AnswerShape | None = None,
     ) -> None:
         if template.input_features != model.config.input_encoders:
             raise ValueError(
@@ -153,6 +157,7 @@ class Assistant:
         self.cache_storage: CacheStorage = cache_storage
         self.fast = CompiledForward(self.model) if compile else None
         self.info = info
+        self.answer_shape = answer_shape
         self.lock = threading.RLock()
         self.layout = model.config.vocab
         self.sample_rate = int(template.audio.sample_rate)
@@ -184,6 +189,13 @@ class Assistant:
     @property
     def name(self) -> str:
         return str(self.info.get("name", "omni")) if self.info is not None else "omni"
+
+    def with_answer_shape(self, shape: AnswerShape | None) -> Assistant:
+        """A view of this assistant over the same model, lock and compiled forward whose
+        spoken answers take ``shape`` (``None``: the model's own)."""
+        view = copy.copy(self)
+        view.answer_shape = shape
+        return view
 
     def session(self) -> Session:
         """A new, empty conversation."""
@@ -324,9 +336,12 @@ class Session:
         self.end_user_audio()
 
     # ---------------------------------------------------------------- output
-    def _constraint(self, modalities: Sequence[str]) -> ModalityConstraint:
+    def _constraint(self, modalities: Sequence[str]) -> ConstraintFn:
         a = self.assistant
-        return ModalityConstraint(a.layout, int(a.template.image.grid), outputs=modalities)
+        base = ModalityConstraint(a.layout, int(a.template.image.grid), outputs=modalities)
+        if a.answer_shape is None or "audio" not in modalities:
+            return base
+        return a.answer_shape.constrain(base, self._prompt_end, a.layout)
 
     def respond(
         self,

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from omniflex.flex import set_flex_frozen
+from omniflex.flex import FlexAdam, set_flex_frozen
 from omniflex.flex.bench import interleaved_medians
 from omniflex.model.compiled import CompiledForward
 from omniflex.model.config import ModelConfig
@@ -178,8 +178,6 @@ def bench_train_step(
     flex model's first step initialises every Autoflex state (Algorithm 1 reruns ops until
     their maxima fit: 4-8 s here) and its second compiles FlexAdam's fused update; both are
     one-off costs of a run, like compilation."""
-    from omniflex.flex import FlexAdam
-
     models = _models(layout)
     for m in models.values():
         m.train()

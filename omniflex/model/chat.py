@@ -68,7 +68,7 @@ from omniflex.media.image import read_image
 from omniflex.media.video import read_video
 from omniflex.model.encoders import PATCHES, InputFeatures, SpeechFeatures, image_patches
 from omniflex.model.vocab import VocabLayout
-from omniflex.tokenizers import special
+from omniflex.tokenizers import load_tokenizer, special
 from omniflex.tokenizers.video import VideoTokenizer, VideoTokens
 
 __all__ = [
@@ -365,9 +365,6 @@ class ChatTemplate:
     @classmethod
     def from_shipped(cls, **kwargs: Any) -> ChatTemplate:
         """The template over the tokenizers shipped in ``omniflex/assets/tokenizers``."""
-        import omniflex.tokenizers.image  # noqa: F401  (registers kind "image" for load_tokenizer)
-        from omniflex.tokenizers import load_tokenizer
-
         text, image, audio = (load_tokenizer(k) for k in ("text", "image", "audio"))
         return cls.from_tokenizers(text, image, audio, **kwargs)
 

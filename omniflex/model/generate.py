@@ -36,6 +36,7 @@ from omniflex.tokenizers import special
 
 __all__ = [
     "ConstraintFn",
+    "ContextFullError",
     "Generator",
     "Modality",
     "ModalityConstraint",
@@ -45,6 +46,12 @@ __all__ = [
 
 Modality = Literal["special", "text", "image", "audio"]
 StopReason = Literal["stop_token", "max_new_tokens", "cancelled", "max_seq_len"]
+
+
+class ContextFullError(ValueError):
+    """The sequence no longer fits the KV cache (the model's context)."""
+
+
 #: ``fn(tokens so far) -> bool mask (V,)`` of the ids the next token may take (None: any).
 ConstraintFn = Callable[[Sequence[int]], torch.Tensor | None]
 
@@ -199,7 +206,7 @@ class Generator:
             self.cache.truncate(len(self.tokens) - 1)
             todo = self.pending
         if len(self.tokens) > self.cache.max_len:
-            raise ValueError(
+            raise ContextFullError(
                 f"sequence of {len(self.tokens)} tokens exceeds the cache capacity "
                 f"{self.cache.max_len}; truncate() or start a new sequence"
             )

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from omniflex.common.files import write_atomic
-from omniflex.safety.policy import MODEL_FILE, SHIPPED, normalise
+from omniflex.data.shards import read_shard
+from omniflex.safety.policy import MODEL_FILE, SHIPPED, Moderation, normalise
 
 __all__ = ["SEED_BENIGN", "SEED_DISALLOWED", "labelled_requests", "train_moderation"]
 
@@ -53,8 +54,6 @@ SEED_BENIGN = (
 
 def labelled_requests(corpus: str | Path, split: str) -> list[tuple[str, int, str]]:
     """``(text, flagged, task)`` for every user text and transcript of ``split``."""
-    from omniflex.data.shards import read_shard
-
     shards = sorted(Path(corpus).glob(f"{split}-*.tar"))
     if not shards:
         raise FileNotFoundError(
@@ -96,8 +95,6 @@ def train_moderation(
     """Fit on train + seed examples, set the threshold on val, write ``out/model.json``."""
     from scipy.sparse import hstack
     from sklearn.linear_model import LogisticRegression
-
-    from omniflex.safety.policy import Moderation
 
     train = {(normalise(t), y) for t, y, _ in labelled_requests(corpus, "train")}
     train |= {(normalise(t), 1) for t in SEED_DISALLOWED}

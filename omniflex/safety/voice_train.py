@@ -29,6 +29,10 @@ import torch
 from torch import nn
 
 from omniflex.common.voices import PRESET_VOICE_NAMES
+from omniflex.common.voices import voice as voice_info
+from omniflex.data.shards import read_shard
+from omniflex.data.speech import add_noise
+from omniflex.media.audio import read_audio
 from omniflex.safety.voice_classifier import (
     SHIPPED,
     VoiceClassifier,
@@ -37,6 +41,7 @@ from omniflex.safety.voice_classifier import (
     save_voice_classifier,
 )
 from omniflex.safety.voice_features import clip_frame_features, window_features
+from omniflex.tokenizers.base import load_tokenizer
 
 __all__ = [
     "Clip",
@@ -81,9 +86,6 @@ class Clip:
 
 def load_clips(corpus: str | Path, split: str) -> list[Clip]:
     """Every speech clip of ``split``: assistant (preset) and user parts of conversations."""
-    from omniflex.data.shards import read_shard
-    from omniflex.media.audio import read_audio
-
     shards = sorted(Path(corpus).glob(f"{split}-*.tar"))
     if not shards:
         raise FileNotFoundError(
@@ -108,16 +110,12 @@ def codec_roundtrip(audio: np.ndarray) -> np.ndarray:
     """Encode and decode with the shipped audio codec, cut back to the input's length."""
     global _CODEC
     if _CODEC is None:
-        from omniflex.tokenizers.base import load_tokenizer
-
         _CODEC = load_tokenizer("audio")
     out = _CODEC.decode(_CODEC.encode(audio))[0].numpy()
     return np.clip(out[: len(audio)], -1, 1).astype(np.float32)
 
 
 def _noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    from omniflex.data.speech import add_noise
-
     return np.clip(add_noise(audio, snr_db, rng), -1, 1).astype(np.float32)
 
 
@@ -209,8 +207,6 @@ def stream_set(
     speaking voice's role (``preset`` or ``held_out``/``input``), ``kind`` says how the audio was
     made (``plain``, ``pitch_shift``, ``switch``: a preset clip then another voice).
     Sessions are assigned in ``stream_results``."""
-    from omniflex.common.voices import voice as voice_info
-
     rng = np.random.default_rng(seed)
     presets = [c for c in clips if c.role == "assistant"]
     users = [c for c in clips if c.role == "user" and len(c.audio) >= 8000]

@@ -34,6 +34,16 @@ from typing import Any
 
 import numpy as np
 
+from omniflex.common.voices import voice
+from omniflex.data.shards import read_shard
+from omniflex.data.speech import synthesize
+from omniflex.media.audio import read_audio
+from omniflex.model.answer_shape import AnswerShape
+from omniflex.model.assistant import Assistant, AudioDelta
+from omniflex.serve.audio import WIRE_RATE, float_to_pcm16, resample
+from omniflex.serve.server import make_server
+from omniflex.serve.settings import ServeSettings
+
 __all__ = ["Question", "load_questions", "run_realtime_bench", "start_in_thread"]
 
 log = logging.getLogger("omniflex.serve")
@@ -57,12 +67,8 @@ class Question:
 def load_questions(corpus: str | Path = "data/tiny", limit: int = 20) -> list[Question]:
     """Spoken questions in held-out voices: the corpus's test ``spoken_qa`` samples, else
     espeak-ng (``omniflex.data.speech``) reading a few fixed questions."""
-    from omniflex.media.audio import read_audio
-
     out: list[Question] = []
     for shard in sorted(glob.glob(str(Path(corpus) / "test-*.tar"))):
-        from omniflex.data.shards import read_shard
-
         for sample in read_shard(shard):
             conv = sample.conversation
             if conv.get("task") != "spoken_qa":
@@ -76,8 +82,6 @@ def load_questions(corpus: str | Path = "data/tiny", limit: int = 20) -> list[Qu
                 return out
     if out:
         return [out[i % len(out)] for i in range(limit)]
-    from omniflex.common.voices import voice
-    from omniflex.data.speech import synthesize
 
     for i in range(limit):
         text, name = _FALLBACK_QUESTIONS[i % len(_FALLBACK_QUESTIONS)], HELD_OUT[i % 2]
@@ -88,8 +92,6 @@ def load_questions(corpus: str | Path = "data/tiny", limit: int = 20) -> list[Qu
 def start_in_thread(assistant: Any, settings: Any) -> tuple[Any, threading.Thread, str]:
     """uvicorn in a daemon thread on a free loopback port: (server, thread, http URL)."""
     import socket
-
-    from omniflex.serve.server import make_server
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -107,8 +109,6 @@ def start_in_thread(assistant: Any, settings: Any) -> tuple[Any, threading.Threa
 
 
 def _pcm24_chunks(x16: np.ndarray) -> list[str]:
-    from omniflex.serve.audio import WIRE_RATE, float_to_pcm16, resample
-
     x24 = resample(x16, 16_000, WIRE_RATE)
     n = WIRE_RATE * CHUNK_MS // 1000
     return [base64.b64encode(float_to_pcm16(x24[i : i + n])).decode()
@@ -214,8 +214,6 @@ async def _over_capacity(url: str, model: str, open_sessions: int) -> dict[str, 
 
 def _isolated_floor(assistant: Any, questions: list[Question], voice: str) -> list[float]:
     """Per question, alone in a fresh session: end_user_audio + first audio chunk (ms)."""
-    from omniflex.model.assistant import AudioDelta
-
     out = []
     for q in questions:
         session = assistant.session()
@@ -248,17 +246,12 @@ def run_realtime_bench(
     compiled by the server's warm-up before any timing)."""
     import torch
 
-    from omniflex.model.assistant import Assistant
-    from omniflex.serve.settings import ServeSettings
-
     if turns < 1 or sessions < 1 or not speed > 0:
         raise ValueError("turns and sessions must be >= 1 and speed > 0")
     torch.set_num_threads(1)
     assistant: Any = Assistant.from_pretrained(model, precision=precision, compile=compile)
     if force_speech:
-        from omniflex.serve.scripted import ScriptedSpeech
-
-        assistant = ScriptedSpeech(assistant)
+        assistant = assistant.with_answer_shape(AnswerShape())
     settings = ServeSettings(model=model, precision=precision, max_sessions=sessions,
                              api_key=None, voice_guard=True, compile=compile)  # fmt: skip
     questions = load_questions(corpus, turns)

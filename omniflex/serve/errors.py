@@ -93,7 +93,11 @@ def error_event(
 
 
 def _union_branch(part: str) -> bool:
-    return part in ("str", "constrained-str", "int", "float") or "[" in part
+    """A union member's name that pydantic puts in an error's path: a type ("str", "int",
+    "constrained-str", "list[...]", "literal['inf']") or a model's class name ("VoiceId")."""
+    return (part in ("str", "constrained-str", "int", "constrained-int", "float",
+                     "constrained-float", "bool", "dict")
+            or "[" in part or part.startswith("function-") or part[:1].isupper())  # fmt: skip
 
 
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:

@@ -11,7 +11,7 @@ pass-through guard otherwise, so the server runs while the safety layer is being
 
 ``check_input`` moderates the request before anything is generated: its typed words and, with
 ``hear``, what the user *said*. Spoken requests are transcribed by the independent speech judge
-(``omniflex.eval.speech_judge``: a CTC recogniser trained on espeak-ng speech apart from the
+(``omniflex.safety.speech_judge``: a CTC recogniser trained on espeak-ng speech apart from the
 model) rather than by the model itself, whose own recognition is not yet good enough to decide
 on (both WERs are in the README's evaluation).
 """
@@ -156,8 +156,8 @@ def _speech_judge() -> Any | None:
     # Its own lock: a guard made on the event loop must not wait for another turn's hearing.
     with _JUDGE_LOAD_LOCK:
         if not _JUDGE:
-            try:
-                from omniflex.eval.speech_judge import SpeechJudge
+            try:  # imported here: a broken install is reported by /healthz, not a crash
+                from omniflex.safety.speech_judge import SpeechJudge
 
                 judge = SpeechJudge.load()
                 judge.snap("warm up")  # phonemises the vocabulary now, not in a request
@@ -175,7 +175,7 @@ def _safety() -> tuple[Any, Any]:
     is missing or its weights do not load (logged once)."""
     global _SAFETY
     if _SAFETY is None:
-        try:
+        try:  # imported here: a broken install is refused or reported, not a crash on import
             from omniflex.safety import Policy, VoiceGuard
 
             VoiceGuard.from_shipped("aria")  # loads the shipped classifier now, not mid-answer

@@ -36,7 +36,9 @@ import numpy as np
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from omniflex.media.audio import to_wav_bytes
 from omniflex.model.assistant import AudioDelta, ImageOutput, Session, TextDelta
+from omniflex.model.generate import ContextFullError
 from omniflex.model.sampling import SamplingConfig
 from omniflex.safety.voices import resolve_voice
 from omniflex.serve.audio import (
@@ -51,6 +53,7 @@ from omniflex.serve.auth import check_api_key
 from omniflex.serve.errors import ApiError, error_event
 from omniflex.serve.guard import make_output_guard
 from omniflex.serve.messages import decode_image_url, last_user_audio, last_user_text
+from omniflex.serve.realtime_events import CLIENT_EVENTS, EventError, validate_client_event
 from omniflex.serve.runner import Blocked, TurnTiming, guarded_respond, iterate_in_thread
 from omniflex.serve.state import ServerState
 from omniflex.serve.vad import StreamingVad, VadConfig
@@ -322,17 +325,27 @@ class RealtimeConnection:
                 continue
             try:
                 event = json.loads(text)
-            except ValueError as err:
+            except (ValueError, RecursionError) as err:  # RecursionError: nested too deep
                 await self.send_error(f"the event is not valid JSON ({err})", "invalid_json")
                 continue
             if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                 await self.send_error("an event must be a JSON object with a 'type'",
                                       "invalid_event", "type")  # fmt: skip
                 continue
+            event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
             try:
+                if event["type"] in CLIENT_EVENTS:
+                    validate_client_event(event)
                 await self.handle(event)
+            except EventError as err:
+                await self.send_error(err.message, "invalid_value", err.param, event_id)
             except _ClientError as err:
-                await self.send_error(err.message, err.code, err.param, event.get("event_id"))
+                await self.send_error(err.message, err.code, err.param, event_id)
+            except Exception as err:  # a bug of ours: say so, keep the connection
+                log.exception("realtime event %s failed", event["type"],
+                              extra={"session": self.session_id})  # fmt: skip
+                await self.send_error(f"{event['type']} failed: {type(err).__name__}",
+                                      "server_error", None, event_id)  # fmt: skip
 
     async def _expire(self, idle_for: float | None) -> None:
         """End a session that sent nothing for ``idle_for`` s, or reached its longest life."""
@@ -569,7 +582,18 @@ class RealtimeConnection:
             self._user_audio = await asyncio.to_thread(last_user_audio, conversation, files)
 
         def add() -> None:
-            self.session.add_message(conversation, files)
+            try:
+                self.session.add_message(conversation, files)
+            except ContextFullError:  # drop the history, as a spoken turn does; then alone
+                self.session = self.assistant.session()
+                try:
+                    self.session.add_message(conversation, files)
+                except ContextFullError as err:
+                    self.session = self.assistant.session()
+                    message = f"the item does not fit the model's context ({err})"
+                    self._post_error(message, "context_length_exceeded")
+                    return
+                log.info("context full: history dropped", extra={"session": self.session_id})
 
         self._answer_item = None
         self._submit(add, "adding the item")
@@ -582,8 +606,6 @@ class RealtimeConnection:
                          "previous_item_id": previous})  # fmt: skip
 
     def _item_parts(self, item: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
-        from omniflex.media.audio import to_wav_bytes
-
         content = item.get("content")
         if not isinstance(content, list) or not content:
             raise _ClientError("item.content must be a non-empty list", "invalid_value",

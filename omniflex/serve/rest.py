@@ -23,6 +23,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.concurrency import run_in_threadpool
 
 from omniflex.data.templates import TEMPLATES
+from omniflex.media.audio import read_audio
+from omniflex.media.image import to_png_bytes
 from omniflex.model.assistant import AudioDelta, ImageOutput, Session, TextDelta
 from omniflex.model.sampling import SamplingConfig
 from omniflex.safety.voices import resolve_voice
@@ -338,8 +340,6 @@ async def transcriptions(
         return PlainTextResponse(text)
     out: dict[str, Any] = {"text": text}
     if response_format == "verbose_json":
-        from omniflex.media.audio import read_audio
-
         seconds = read_audio(wav).size / state.assistant.sample_rate
         out |= {"task": "transcribe", "language": language or "english", "duration": seconds}
     return JSONResponse(out)
@@ -367,8 +367,6 @@ async def images(body: ImageGenerationRequest, request: Request) -> dict[str, An
 def _images_blocking(
     state: ServerState, conversation: dict[str, Any], options: dict[str, Any], n: int
 ) -> list[dict[str, Any]]:
-    from omniflex.media.image import to_png_bytes
-
     data: list[dict[str, Any]] = []
     guard = make_output_guard(state.settings.voice_guard)
     for i in range(n):

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from omniflex.common.schedule import warmup_cosine
+from omniflex.data.shards import read_shard
+from omniflex.flex import FlexConfig, convert_to_flex
 from omniflex.media.audio import read_audio
 from omniflex.tokenizers.audio import AudioCodec, AudioCodecConfig
 
@@ -58,8 +60,6 @@ class AudioTrainConfig:
 
 def corpus_audio(corpus_dir: str | Path, split: str = "train") -> list[np.ndarray]:
     """Every WAV of a corpus split (users' augmented voices and the preset voices), 16 kHz."""
-    from omniflex.data.shards import read_shard
-
     corpus_dir = Path(corpus_dir)
     shards = sorted(corpus_dir.glob(f"{split}-*.tar"))
     if not shards:
@@ -166,8 +166,6 @@ def train_audio_codec(
         except FileNotFoundError:
             val_clips = None
     if train.precision != "float32":
-        from omniflex.flex import FlexConfig, convert_to_flex
-
         convert_to_flex(codec, config=FlexConfig.from_recipe_name(train.precision))
     opt = torch.optim.AdamW(codec.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     rng = np.random.default_rng(train.seed)

@@ -34,6 +34,7 @@ from omniflex.common.folder import (
     read_folder_config,
     save_folder,
 )
+from omniflex.flex import FlexWeight, flex_modules
 from omniflex.flex.serialize import pack_state_dict, unpack_state_dict
 
 __all__ = [
@@ -162,8 +163,6 @@ class NeuralTokenizer(nn.Module, Tokenizer):
 
 def _float_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """Plain float tensors of a module, whether or not it was converted to flex."""
-    from omniflex.flex import FlexWeight, flex_modules
-
     if not any(True for _ in flex_modules(module)):
         return dict(module.state_dict())
     state: dict[str, torch.Tensor] = {}

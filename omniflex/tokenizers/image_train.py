@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from omniflex.common.schedule import warmup_cosine
 from omniflex.data.scenes import Scene, render_scene, sample_scene
+from omniflex.flex import FlexAdam, FlexConfig, FlexWeight, convert_to_flex
+from omniflex.flex.serialize import pack_state_dict, unpack_state_dict
 from omniflex.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
 
 __all__ = [
@@ -193,8 +195,6 @@ def train_image_tokenizer(
         tok = ImageTokenizer(config)
         opt: torch.optim.Optimizer
         if precision == "flex16+5":
-            from omniflex.flex import FlexAdam, FlexConfig, convert_to_flex
-
             flex_config = FlexConfig.from_recipe_name("flex16+5")
             convert_to_flex(tok, config=flex_config)
             opt = FlexAdam(tok.parameters(), lr=lr, betas=(0.9, 0.99), config=flex_config)
@@ -266,9 +266,6 @@ def train_image_tokenizer(
 def _shipped_copy(tok: ImageTokenizer) -> ImageTokenizer:
     """A plain float32 tokenizer in eval mode holding ``tok``'s weights rounded to flex16 as
     ``save`` stores them (``tok`` may be flex-converted)."""
-    from omniflex.flex import FlexWeight
-    from omniflex.flex.serialize import pack_state_dict, unpack_state_dict
-
     state = {
         name: p.dequantize() if isinstance(p, FlexWeight) else p.detach().clone()
         for name, p in tok.named_parameters()

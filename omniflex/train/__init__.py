@@ -7,8 +7,8 @@ Quick start::
 
 or from a shell (one process, or two CPU processes with gloo)::
 
-    python -m omniflex.train --recipe tiny steps=100
-    torchrun --nproc_per_node 2 -m omniflex.train --recipe tiny
+    python -m omniflex train --recipe tiny steps=100
+    torchrun --nproc_per_node 2 -m omniflex train --recipe tiny
 
 Any ``nn.Module`` called as ``model(input_ids, targets, loss_mask)`` and returning ``.loss`` and
 ``.logits`` trains with ``Trainer`` (a Flexpoint model gets ``FlexAdam``).

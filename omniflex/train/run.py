@@ -2,8 +2,8 @@
 
 The same call works in one process or under ``torchrun``::
 
-    python -m omniflex.train --recipe tiny steps=100
-    torchrun --nproc_per_node 2 -m omniflex.train --recipe tiny
+    python -m omniflex train --recipe tiny steps=100
+    torchrun --nproc_per_node 2 -m omniflex train --recipe tiny
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 
 from omniflex.model.config import ModelConfig
 from omniflex.model.pretrained import model_folder_state, read_info
+from omniflex.model.transformer import OmniModel
 from omniflex.train.checkpoint import load_model_state
 from omniflex.train.config import TrainConfig
 from omniflex.train.dataset import TokenDataset
@@ -46,8 +47,6 @@ def build_omni_model(config: TrainConfig) -> nn.Module:
     The vocabulary is the layout the token cache was written with (``<train_data>.json``, from
     ``pretokenize_corpus``), unless ``model_overrides`` gives ``vocab``.
     """
-    from omniflex.model.transformer import OmniModel
-
     return OmniModel.build(model_config_of(config), seed=config.seed)
 
 

@@ -36,7 +36,7 @@ from omniflex.model.config import ModelConfig
 from omniflex.model.encoders import SpeechEncoder
 from omniflex.model.pretrained import AUTOFLEX_FILE, model_folder_state
 from omniflex.model.token_cache import read_sidecar
-from omniflex.tokenizers import special
+from omniflex.tokenizers import load_tokenizer, special
 from omniflex.train.optim import build_optimizer
 
 __all__ = [
@@ -79,8 +79,6 @@ class HeardClips:
     ) -> HeardClips:
         """The clips of ``path``'s documents of ``tasks`` (a clip: the first run of
         ``<|mel|>`` placeholders; its transcript: the answer's text tokens)."""
-        from omniflex.tokenizers import load_tokenizer  # the shipped BPE, only to read answers
-
         path = Path(path)
         sidecar = read_sidecar(path)
         if not (path / "mel_offsets.npy").is_file() or "doc_tasks" not in sidecar:

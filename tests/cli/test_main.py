@@ -1,11 +1,12 @@
 """The ``omniflex`` command table: every subcommand explains itself; user errors print one line."""
 
 import argparse
+import runpy
+import sys
 
 import pytest
 
 from omniflex.cli.main import COMMANDS, build_parser, main
-from omniflex.train.__main__ import main as train_module_main
 
 SUBCOMMANDS = [
     [], ["flex"], ["flex", "demo"], ["flex", "plot"], ["flex", "repro"], ["data"],
@@ -44,9 +45,11 @@ def test_each_command_module_owns_one_command_with_a_description():
     assert {tuple(a) for a in SUBCOMMANDS if a} == {path for path, _ in _commands(parser)}
 
 
-def test_python_m_omniflex_train_is_the_train_command(capsys):
+def test_python_m_omniflex_is_the_command(capsys, monkeypatch):
+    """``python -m omniflex`` / ``torchrun -m omniflex train`` run the same command table."""
+    monkeypatch.setattr(sys, "argv", ["omniflex", "train", "--help"])
     with pytest.raises(SystemExit) as exc:
-        train_module_main(["--help"])
+        runpy.run_module("omniflex", run_name="__main__")
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: omniflex train")

@@ -102,8 +102,8 @@ def test_every_shipped_folder_reads_through_load_folder(folder):
 
 def test_every_shipped_component_loads_unchanged():
     from omniflex.eval.scene_judge import SceneJudge
-    from omniflex.eval.speech_judge import SpeechJudge
     from omniflex.model.pretrained import load_pretrained
+    from omniflex.safety.speech_judge import SpeechJudge
     from omniflex.safety.voice_classifier import load_voice_classifier
     from omniflex.tokenizers import load_tokenizer
 

@@ -199,9 +199,9 @@ def test_missing_safety_tasks_say_what_to_do(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 def test_cli_writes_safety_json_and_markdown(corpus, tmp_path, capsys, monkeypatch) -> None:
-    import omniflex.eval.safety_classifiers as classifiers
+    import omniflex.eval.safety_eval as safety_eval
 
-    monkeypatch.setattr(classifiers, "evaluate_safety_classifiers",
+    monkeypatch.setattr(safety_eval, "evaluate_safety_classifiers",
                         lambda corpus, quick=False: classifier_figures(corpus))  # fmt: skip
     parser = argparse.ArgumentParser(prog="omniflex")
     eval_cli.add_parser(parser.add_subparsers(dest="command", required=True))

@@ -1,6 +1,6 @@
 """A live server per test module: uvicorn in a thread on a free loopback port, driven by the
 official ``openai`` client. The model is the shipped placeholder (float32 for speed), wrapped in
-``ScriptedSpeech`` so that spoken answers really stream audio."""
+an ``AnswerShape`` so that spoken answers really stream audio."""
 
 from __future__ import annotations
 
@@ -81,9 +81,9 @@ def base_assistant():
 
 @pytest.fixture(scope="session")
 def speaking_assistant(base_assistant):
-    from omniflex.serve.scripted import ScriptedSpeech
+    from omniflex.model.answer_shape import AnswerShape
 
-    return ScriptedSpeech(base_assistant, chunks=3, text_tokens=4, frames=10)
+    return base_assistant.with_answer_shape(AnswerShape(chunks=3, text_tokens=4, frames=10))
 
 
 @pytest.fixture(scope="module")

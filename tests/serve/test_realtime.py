@@ -79,7 +79,7 @@ def test_push_to_talk_turn(live) -> None:
         assert done["output"][0]["content"][0]["type"] == "output_audio"
         audio = b"".join(base64.b64decode(e["delta"]) for e in events
                          if e["type"] == "response.output_audio.delta")  # fmt: skip
-        assert len(audio) / 2 / WIRE_RATE > 1.0  # ScriptedSpeech: 30 frames = 1.2 s
+        assert len(audio) / 2 / WIRE_RATE > 1.0  # AnswerShape: 30 frames = 1.2 s
         # A second turn in the same conversation: text in, text out.
         _add_user_text(conn, "hi")
         conn.response.create(response={"output_modalities": ["text"]})

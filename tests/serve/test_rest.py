@@ -86,7 +86,7 @@ def test_chat_audio_out_and_image_in(live) -> None:
     audio = out.choices[0].message.audio
     assert audio is not None and audio.expires_at > 0
     wav = base64.b64decode(audio.data)
-    assert wav[:4] == b"RIFF" and len(wav) > 44 + 2 * 24_000 * 0.5  # ScriptedSpeech: 1.2 s
+    assert wav[:4] == b"RIFF" and len(wav) > 44 + 2 * 24_000 * 0.5  # AnswerShape: 1.2 s
     assert audio.transcript
 
 

@@ -335,9 +335,9 @@ def test_push_to_talk_holding_space(live, tmp_path) -> None:
 @pytest.fixture(scope="module")
 def long_answers(base_assistant) -> Iterator[LiveServer]:
     """A server whose spoken answers last 4 s: long enough to speak over."""
-    from omniflex.serve.scripted import ScriptedSpeech
+    from omniflex.model.answer_shape import AnswerShape
 
-    assistant = ScriptedSpeech(base_assistant, chunks=4, text_tokens=4, frames=25)
+    assistant = base_assistant.with_answer_shape(AnswerShape(chunks=4, text_tokens=4, frames=25))
     settings = ServeSettings(api_key=None, warmup=False, voice_guard=False,
                              max_body_bytes=2_000_000, max_event_bytes=1_000_000)  # fmt: skip
     server = start_server(assistant, settings)

@@ -29,6 +29,7 @@ from omniflex.eval.flex_repro.models import (
     ResNetCifar,
     TinyTransformerLM,
 )
+from omniflex.eval.flex_repro.report import write_report
 from omniflex.eval.flex_repro.tasks import digits_16, shapes_cifar, template_text
 from omniflex.flex import FlexTelemetry
 
@@ -451,8 +452,6 @@ def run_experiment(cfg: ReproConfig, out: str | Path) -> list[RunResult]:
 
 def run_repro(experiments: list[str], out: str | Path, command: str = "", **overrides: Any) -> Path:
     """Run the named experiments and (re)write the report folder; returns ``report.md``."""
-    from omniflex.eval.flex_repro.report import write_report
-
     for name in experiments:
         run_experiment(ReproConfig(experiment=name, **overrides), out)
     return write_report(out, command=command)

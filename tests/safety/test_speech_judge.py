@@ -8,7 +8,8 @@ import torch
 
 from omniflex.common.voices import TEST_VOICES
 from omniflex.data.speech import synthesize
-from omniflex.eval.speech_judge import (
+from omniflex.media.audio import resample
+from omniflex.safety.speech_judge import (
     ALPHABET,
     SPEECH_JUDGE_ASSETS,
     SpeechJudge,
@@ -17,7 +18,6 @@ from omniflex.eval.speech_judge import (
     judge_text,
     judge_wer,
 )
-from omniflex.media.audio import resample
 
 # The shipped metadata measures ~1 in 20 words wrong at worst condition over 360 clips
 # (see config.json); 20 clips are a small sample, so the bound leaves room for chance.

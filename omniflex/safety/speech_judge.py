@@ -3,7 +3,10 @@
 Every spoken output of the model under test (TTS, spoken answers) is scored by transcribing it
 and comparing the words with what it was asked to say. The model must never transcribe its own
 speech for a score, so the judge is a separate network, trained once on its own data and shipped
-in ``omniflex/assets/speech_judge/`` (``train_speech_judge(out)``), like the scene judge.
+in ``omniflex/assets/speech_judge/`` (``train_speech_judge(out)``), like the scene judge. The
+server hears users with it too: each spoken request's transcript is moderated before the model
+answers (``omniflex.serve.guard``), which is why it lives in ``safety``, below both the server
+and the evaluations.
 
 What it hears in training is what the model will be judged on:
 
@@ -94,7 +97,7 @@ SPEECH_JUDGE_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "speec
 ALPHABET = " abcdefghijklmnopqrstuvwxyz'"  # CTC class i + 1 is ALPHABET[i]; class 0 is the blank
 _CHAR_ID = {c: i + 1 for i, c in enumerate(ALPHABET)}
 RETRAIN = (
-    'python -c "from omniflex.eval.speech_judge import train_speech_judge; '
+    'python -c "from omniflex.safety.speech_judge import train_speech_judge; '
     "train_speech_judge('omniflex/assets/speech_judge')\""
 )
 
