@@ -61,6 +61,13 @@ class Scene:
         body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
         return f"{body[0].upper()}{body[1:]}."
 
+    def brief(self) -> str:
+        """The objects by colour and kind only ("A red circle and a blue square."): how people
+        ask for a drawing, leaving size and place to the artist."""
+        parts = [f"a {o.colour} {o.kind}" for o in self.objects]
+        body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        return f"{body[0].upper()}{body[1:]}."
+
     def count(self, colour: str | None = None, kind: str | None = None) -> int:
         return sum(
             1
