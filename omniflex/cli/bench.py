@@ -1,5 +1,5 @@
-"""``omniflex bench flex | tokenizers | model | realtime``: benchmarks, each against float32 or
-a reference in the same run.
+"""``omniflex bench flex | tokenizers | model | realtime | soak``: benchmarks, each against
+float32 or a reference in the same run.
 
 Each suite imports what it measures when it runs, so that building the parser (every
 ``omniflex`` call, ``--help`` included) does not load the model, the tokenizers or the server.
@@ -62,8 +62,20 @@ def _cmd_realtime(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_soak(args: argparse.Namespace) -> int:
+    from omniflex.serve.soak import run_soak
+
+    result = run_soak(
+        minutes=args.minutes, model=args.model, precision=args.precision, rest=args.rest,
+        sessions=args.sessions, turns_per_session=args.turns, warmup_seconds=args.warmup,
+        corpus=args.corpus,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 0 if result["flat"] and not result["errors"] else 1
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``omniflex bench flex | tokenizers | model | realtime`` on the top-level
+    """Register ``omniflex bench flex | tokenizers | model | realtime | soak`` on the top-level
     subparsers."""
     bench = subparsers.add_parser(
         "bench", help="benchmarks that print ratios against float32",
@@ -167,4 +179,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     realtime.add_argument("--json", action="store_true", help="print the results as JSON")
     realtime.set_defaults(func=_cmd_realtime)
+
+    soak = bench_sub.add_parser(
+        "soak", help="mixed REST and Realtime traffic for N minutes: errors, latency, leaks (JSON)",
+        description=(
+            "Start the server in-process on a free loopback port (voice guard on) and drive it "
+            "with the official openai client for MINUTES after a warm-up: REST clients loop "
+            "typed chat completions (plain, streamed, spoken), Realtime clients loop sessions "
+            "of spoken held-out-voice questions (sent at 4x real time). Prints requests, errors "
+            "and p50/p99 latency per kind, and the process's memory, file descriptors and "
+            "threads at the start and end of the timed phase; exits 1 unless they stayed flat "
+            "and nothing failed."
+        ),
+    )  # fmt: skip
+    soak.add_argument("--minutes", type=float, default=1.0, help="timed phase (1.0)")
+    soak.add_argument("--warmup", type=float, default=20.0, help="warm-up seconds (20)")
+    soak.add_argument("--model", default="tiny", help="shipped model or model folder (tiny)")
+    soak.add_argument("--precision", choices=["float32"], help="as trained unless float32")
+    soak.add_argument("--rest", type=int, default=2, help="concurrent REST clients (2)")
+    soak.add_argument("--sessions", type=int, default=2, help="concurrent Realtime clients (2)")
+    soak.add_argument("--turns", type=int, default=2, help="spoken turns per session (2)")
+    soak.add_argument(
+        "--corpus", default="data/tiny", help="corpus with test shards for the questions"
+    )
+    soak.set_defaults(func=_cmd_soak)
     return bench

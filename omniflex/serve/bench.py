@@ -44,7 +44,14 @@ from omniflex.serve.audio import WIRE_RATE, float_to_pcm16, resample
 from omniflex.serve.server import make_server
 from omniflex.serve.settings import ServeSettings
 
-__all__ = ["Question", "load_questions", "run_realtime_bench", "start_in_thread"]
+__all__ = [
+    "Question",
+    "load_questions",
+    "run_realtime_bench",
+    "spoken_session",
+    "start_in_thread",
+    "stats",
+]
 
 log = logging.getLogger("omniflex.serve")
 
@@ -115,7 +122,7 @@ def _pcm24_chunks(x16: np.ndarray) -> list[str]:
             for i in range(0, len(x24), n)]  # fmt: skip
 
 
-async def _session(url: str, model: str, questions: list[Question], speed: float,
+async def spoken_session(url: str, model: str, questions: list[Question], speed: float,
                    voice: str) -> list[dict[str, Any]]:  # fmt: skip
     """One client session: each question in turn; per turn the client-side timings."""
     from openai import AsyncOpenAI
@@ -172,7 +179,7 @@ async def _session(url: str, model: str, questions: list[Question], speed: float
     return results
 
 
-def _stats(values: list[float]) -> dict[str, float | int | None]:
+def stats(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"n": 0, "min": None, "p50": None, "p90": None, "mean": None, "max": None}
     v = np.asarray(values, dtype=np.float64)
@@ -261,12 +268,12 @@ def run_realtime_bench(
     name = state.model_name
     try:
         state.turn_log.clear()
-        single = asyncio.run(_session(url, name, questions, speed, voice))
+        single = asyncio.run(spoken_session(url, name, questions, speed, voice))
         single_log = list(state.turn_log)
         per = max(1, -(-turns // sessions))
 
         async def concurrent() -> list[list[dict[str, Any]]]:
-            jobs = [_session(url, name, [questions[(i * per + j) % len(questions)]
+            jobs = [spoken_session(url, name, [questions[(i * per + j) % len(questions)]
                                          for j in range(per)], speed, voice)
                     for i in range(sessions)]  # fmt: skip
             return await asyncio.gather(*jobs)
@@ -282,7 +289,7 @@ def run_realtime_bench(
              for e in single_log if e.get("first_audio_compute_s") is not None]  # fmt: skip
     rtf = [e["compute_s"] / e["audio_s"] for e in single_log if e.get("audio_s")]
     isolated = _isolated_floor(assistant, questions[: min(10, len(questions))], voice)
-    s_lat, s_floor, s_multi = _stats(lat), _stats(floor), _stats(lat_multi)
+    s_lat, s_floor, s_multi = stats(lat), stats(floor), stats(lat_multi)
     ratio = (s_lat["p50"] / s_floor["p50"]) if lat and floor else None
     conc = (s_multi["p90"] / s_lat["p90"]) if lat and lat_multi else None
     rtf_p50 = float(np.median(rtf)) if rtf else None
@@ -292,7 +299,7 @@ def run_realtime_bench(
         "turns": len(single), "turns_with_audio": len(lat), "speed_x_realtime": speed,
         "held_out_voices": sorted({q.voice for q in questions}),
         "latency_ms": s_lat, "floor_ms": s_floor,
-        "floor_isolated_ms": _stats(isolated),
+        "floor_isolated_ms": stats(isolated),
         "ratio_p50_to_floor": None if ratio is None else round(ratio, 2),
         "concurrent": {"sessions": sessions, "turns": len(multi), "latency_ms": s_multi,
                        "p90_ratio_to_single": None if conc is None else round(conc, 2)},

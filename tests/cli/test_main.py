@@ -15,7 +15,8 @@ SUBCOMMANDS = [
     ["data", "tokenize"], ["train"], ["bench", "model"], ["generate"], ["eval", "train-judge"],
     ["model"], ["model", "export"], ["model", "list"], ["bench", "realtime"], ["eval"],
     ["eval", "parity"], ["eval", "safety"], ["chat"], ["serve"], ["card"], ["safety"],
-    ["safety", "train-voice"], ["safety", "train-moderation"], ["safety", "eval"],
+    ["bench", "soak"], ["safety", "train-voice"], ["safety", "train-moderation"],
+    ["safety", "eval"],
 ]  # fmt: skip
 
 
