@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
+from omniflex.cli.main import main as omniflex_main
 from omniflex.train import load_recipe, run_training, train_main, write_token_cache
-from omniflex.train.__main__ import main as module_main
 
 model_pkg = pytest.importorskip("omniflex.model")
 special = pytest.importorskip("omniflex.tokenizers.special")
@@ -62,8 +62,8 @@ def test_train_main_and_bit_exact_resume_on_omni_model(recipe, tmp_path, packing
     assert resumed.losses == {3: full[3], 4: full[4]}
 
 
-def test_module_entry_point(recipe, tmp_path, capsys):
-    assert module_main(["--recipe", str(recipe), "precision=float32", "steps=2"]) == 0
+def test_train_command(recipe, tmp_path, capsys):
+    assert omniflex_main(["train", "--recipe", str(recipe), "precision=float32", "steps=2"]) == 0
     assert "run folder" in capsys.readouterr().out
 
 

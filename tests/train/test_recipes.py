@@ -2,8 +2,8 @@
 
 import pytest
 
+from omniflex.cli.main import main as omniflex_main
 from omniflex.train import TrainConfig, list_recipes, load_recipe
-from omniflex.train.__main__ import main as module_main
 from omniflex.train.config import PRECISIONS
 
 
@@ -86,6 +86,6 @@ def test_micro_batch_must_split_over_ranks():
         config.micro_batch_size(12)
 
 
-def test_module_entry_point_reports_user_errors_without_traceback(capsys):
-    assert module_main(["--recipe", "no-such-recipe"]) == 2
+def test_train_command_reports_user_errors_without_traceback(capsys):
+    assert omniflex_main(["train", "--recipe", "no-such-recipe"]) == 2
     assert "error: unknown recipe 'no-such-recipe'" in capsys.readouterr().err
