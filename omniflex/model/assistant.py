@@ -286,7 +286,7 @@ class Session:
         reader.reset_streaming()
         stack = reader.streaming()
         stack.__enter__()
-        self._user_audio = {"stack": stack, "samples": 0}
+        self._user_audio = {"stack": stack, "samples": 0, "start": len(self.tokens)}
         self._prefill([sid[special.USER], sid[special.AUDIO]])
 
     def push_user_audio(self, samples: np.ndarray) -> int:
@@ -328,6 +328,17 @@ class Session:
         self._user_audio = None
         sid = self.assistant._sid
         self._prefill([sid[special.AUDIO_END], sid[special.END_OF_TURN]])
+
+    def discard_user_audio(self) -> None:
+        """Drop the open spoken turn (the client cleared its input buffer): the conversation
+        and its KV cache are as they were before ``begin_user_audio``."""
+        if self._user_audio is None:
+            raise RuntimeError("no spoken user turn is open")
+        self._user_audio["stack"].__exit__(None, None, None)
+        start = self._user_audio["start"]
+        self._user_audio = None
+        with self.assistant.lock:
+            self.generator.truncate(start)
 
     def add_user_audio(self, samples: np.ndarray) -> None:
         """A whole spoken user turn at once."""

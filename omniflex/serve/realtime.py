@@ -22,12 +22,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import copy
 import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,10 +35,9 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from omniflex.media.audio import to_wav_bytes
-from omniflex.model.assistant import AudioDelta, ImageOutput, Session, TextDelta
+from omniflex.model.assistant import AudioDelta, Session, TextDelta
 from omniflex.model.generate import ContextFullError
 from omniflex.model.sampling import SamplingConfig
-from omniflex.safety.voices import resolve_voice
 from omniflex.serve.audio import (
     MODEL_RATE,
     WIRE_RATE,
@@ -53,39 +50,24 @@ from omniflex.serve.auth import check_api_key
 from omniflex.serve.errors import ApiError, error_event
 from omniflex.serve.guard import make_output_guard
 from omniflex.serve.messages import decode_image_url, last_user_audio, last_user_text
+from omniflex.serve.realtime_config import (
+    check_max_tokens,
+    default_session,
+    event_voice,
+    updated_session,
+    vad_config,
+)
 from omniflex.serve.realtime_events import CLIENT_EVENTS, EventError, validate_client_event
+from omniflex.serve.realtime_response import ResponseStream, new_id
 from omniflex.serve.runner import Blocked, TurnTiming, guarded_respond, iterate_in_thread
 from omniflex.serve.state import ServerState
-from omniflex.serve.vad import StreamingVad, VadConfig
+from omniflex.serve.vad import StreamingVad
 
 __all__ = ["RealtimeConnection", "serve_realtime"]
 
 log = logging.getLogger("omniflex.serve")
 
-_PCM_FORMAT = {"type": "audio/pcm", "rate": WIRE_RATE}
 _TURN_RESERVE = 48  # tokens kept free after a user turn, besides the answer's own budget
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
-
-
-def _check_max_tokens(cap: Any, param: str) -> None:
-    """``max_output_tokens`` is ``"inf"`` or a whole number >= 1 (not a bool, a float, a string
-    of digits, or Infinity): anything else is the client's error, answered as one."""
-    if cap != "inf" and not (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1):
-        raise _ClientError(
-            f"max_output_tokens must be a positive integer or 'inf', got {cap!r}",
-            "invalid_value", param,
-        )  # fmt: skip
-
-
-class _ClientError(Exception):
-    """A bad client event: answered with an ``error`` event, the connection stays open."""
-
-    def __init__(self, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.code, self.param = message, code, param
 
 
 async def serve_realtime(websocket: WebSocket, state: ServerState) -> None:
@@ -129,9 +111,9 @@ class RealtimeConnection:
         self.assistant = state.assistant
         self.settings = state.settings
         self.loop = asyncio.get_running_loop()
-        self.session_id = _id("sess")
-        self.config = self._default_config()
-        self.vad: StreamingVad | None = StreamingVad(self._vad_config())
+        self.session_id = new_id("sess")
+        self.config = default_session(self.session_id, state.model_name, self.assistant.voices[0])
+        self.vad: StreamingVad | None = StreamingVad(vad_config(self._turn_detection))
         self.session: Session = self.assistant.session()
         self._user_text = ""  # typed words of the user's last item, for input moderation
         self._user_audio: list[np.ndarray] = []  # 16 kHz speech of the user's last turn, too
@@ -143,7 +125,6 @@ class RealtimeConnection:
         self._turn_open = False  # a spoken user turn is being prefilled
         self._turn_item: str | None = None
         self._turn_samples = 0
-        self._turn_start = 0  # sequence length before the open spoken turn
         self._pending_timing: dict[str, float] = {}  # compute times of the committed turn
         self._last_item: str | None = None
         self._response: asyncio.Task[None] | None = None
@@ -156,113 +137,13 @@ class RealtimeConnection:
         self._closed = False
 
     # ------------------------------------------------------------------ config
-    def _default_config(self) -> dict[str, Any]:
-        return {
-            "type": "realtime", "object": "realtime.session", "id": self.session_id,
-            "model": self.state.model_name, "output_modalities": ["audio"], "instructions": "",
-            "max_output_tokens": "inf", "tools": [], "tool_choice": "auto",
-            "audio": {
-                "input": {
-                    "format": dict(_PCM_FORMAT), "transcription": None, "noise_reduction": None,
-                    "turn_detection": {
-                        "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                        "silence_duration_ms": 500, "create_response": True,
-                        "interrupt_response": True, "idle_timeout_ms": None,
-                    },
-                },
-                "output": {"format": dict(_PCM_FORMAT), "voice": self.assistant.voices[0],
-                           "speed": 1.0},
-            },
-        }  # fmt: skip
-
     @property
     def _turn_detection(self) -> dict[str, Any] | None:
         return self.config["audio"]["input"]["turn_detection"]
 
-    def _vad_config(self) -> VadConfig:
-        td = self._turn_detection or {}
-        return VadConfig(
-            threshold=float(td.get("threshold") or 0.5),
-            prefix_padding_ms=int(td.get("prefix_padding_ms") or 0),
-            silence_duration_ms=int(td.get("silence_duration_ms") or 0),
-        )
-
-    def _update_config(self, session: Any) -> None:
-        if not isinstance(session, dict):
-            raise _ClientError("session.update needs a 'session' object", "invalid_value",
-                               "session")  # fmt: skip
-        if session.get("type", "realtime") != "realtime":
-            raise _ClientError("only 'realtime' sessions are served (not transcription)",
-                               "invalid_value", "session.type")  # fmt: skip
-        new = copy.deepcopy(self.config)
-        for key in ("instructions", "max_output_tokens", "output_modalities"):
-            if key in session:
-                new[key] = session[key]
-        audio = session.get("audio") or {}
-        for side in ("input", "output"):
-            given = audio.get(side) or {}
-            for key, value in given.items():
-                new["audio"][side][key] = value
-        self._check_config(new)
-        if "turn_detection" in (audio.get("input") or {}):
-            td = new["audio"]["input"]["turn_detection"]
-            if td is not None:
-                defaults = self._default_config()["audio"]["input"]["turn_detection"]
-                if td.get("type") == "semantic_vad":  # served by silero-vad with defaults
-                    td = {**defaults, "create_response": td.get("create_response", True),
-                          "interrupt_response": td.get("interrupt_response", True)}  # fmt: skip
-                new["audio"]["input"]["turn_detection"] = {**defaults, **td}
-        self.config = new
-        td = self._turn_detection
-        self.vad = StreamingVad(self._vad_config()) if td is not None else None
-
-    def _check_config(self, c: dict[str, Any]) -> None:
-        modalities = c.get("output_modalities")
-        if (not isinstance(modalities, list) or not modalities
-                or set(modalities) - {"text", "audio"}):  # fmt: skip
-            raise _ClientError("output_modalities must be ['audio'] or ['text']",
-                               "invalid_value", "session.output_modalities")  # fmt: skip
-        for side in ("input", "output"):
-            fmt = c["audio"][side].get("format") or _PCM_FORMAT
-            if (
-                fmt.get("type", "audio/pcm") != "audio/pcm"
-                or fmt.get("rate", WIRE_RATE) != WIRE_RATE
-            ):
-                raise _ClientError(
-                    f"audio format {fmt} is not served; use {{'type': 'audio/pcm', 'rate': "
-                    f"{WIRE_RATE}}} (16-bit PCM, 24 kHz)",
-                    "unsupported_audio_format", f"session.audio.{side}.format",
-                )  # fmt: skip
-        voice = c["audio"]["output"].get("voice")
-        if isinstance(voice, dict):
-            voice = voice.get("id")
-        try:  # the session keeps the name it was given; answers speak its preset
-            resolve_voice(voice, tuple(self.assistant.voices))
-        except ValueError as err:
-            raise _ClientError(str(err), "invalid_voice", "session.audio.output.voice") from None
-        td = c["audio"]["input"].get("turn_detection")
-        if td is not None:
-            if not isinstance(td, dict) or td.get("type") not in ("server_vad", "semantic_vad"):
-                raise _ClientError(
-                    "turn_detection.type must be 'server_vad' (or null)",
-                    "invalid_value",
-                    "session.audio.input.turn_detection",
-                )
-            try:
-                VadConfig(
-                    threshold=float(td.get("threshold") or 0.5),
-                    prefix_padding_ms=int(td.get("prefix_padding_ms") or 0),
-                    silence_duration_ms=int(td.get("silence_duration_ms") or 0),
-                )
-            except (TypeError, ValueError) as err:
-                raise _ClientError(
-                    str(err), "invalid_value", "session.audio.input.turn_detection"
-                ) from None
-        _check_max_tokens(c.get("max_output_tokens"), "session.max_output_tokens")
-
     # ------------------------------------------------------------------ sending
     async def send(self, event: dict[str, Any]) -> None:
-        event.setdefault("event_id", _id("event"))
+        event.setdefault("event_id", new_id("event"))
         if self._closed or self.ws.application_state != WebSocketState.CONNECTED:
             return
         async with self._send_lock:
@@ -338,8 +219,6 @@ class RealtimeConnection:
                     validate_client_event(event)
                 await self.handle(event)
             except EventError as err:
-                await self.send_error(err.message, "invalid_value", err.param, event_id)
-            except _ClientError as err:
                 await self.send_error(err.message, err.code, err.param, event_id)
             except Exception as err:  # a bug of ours: say so, keep the connection
                 log.exception("realtime event %s failed", event["type"],
@@ -365,10 +244,12 @@ class RealtimeConnection:
         kind = event["type"]
         handler = self._handlers().get(kind)
         if handler is None:
-            raise _ClientError(
+            raise EventError(
                 f"unknown or unsupported event type {kind!r}; supported: "
-                f"{', '.join(sorted(self._handlers()))}", "unknown_event_type", "type",
-            )  # fmt: skip
+                f"{', '.join(sorted(self._handlers()))}",
+                "type",
+                "unknown_event_type",
+            )
         await handler(event)
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
@@ -396,18 +277,19 @@ class RealtimeConnection:
 
     # ------------------------------------------------------------------ input audio
     async def _on_session_update(self, event: dict[str, Any]) -> None:
-        self._update_config(event.get("session"))
+        self.config = updated_session(self.config, event.get("session"), self.assistant.voices)
+        td = self._turn_detection
+        self.vad = StreamingVad(vad_config(td)) if td is not None else None
         await self.send({"type": "session.updated", "session": self.config})
 
     async def _on_append(self, event: dict[str, Any]) -> None:
         data = event.get("audio")
         if not isinstance(data, str):
-            raise _ClientError("input_audio_buffer.append needs 'audio': base64 PCM16",
-                               "invalid_value", "audio")  # fmt: skip
+            raise EventError("input_audio_buffer.append needs 'audio': base64 PCM16", "audio")
         try:
             raw = b64_to_pcm16(data, what="'audio'")
         except ValueError as err:
-            raise _ClientError(str(err), "invalid_audio", "audio") from None
+            raise EventError(str(err), "audio", "invalid_audio") from None
         x = self._in.push(pcm16_to_float(raw))  # (N,) float32 16 kHz
         start = self._received
         self._received += x.size
@@ -467,7 +349,7 @@ class RealtimeConnection:
         if self._turn_open:
             return
         self._turn_open = True
-        self._turn_item = _id("item")
+        self._turn_item = new_id("item")
         self._turn_samples = 0
         self._user_audio = []  # here, on the loop, before any of the turn's audio is pushed
         self._answer_item = None  # a new turn: the last answer can no longer be cut
@@ -486,7 +368,6 @@ class RealtimeConnection:
         if room < self._capacity() // 4:
             log.info("context full: history dropped", extra={"session": self.session_id})
             self.session = self.assistant.session()
-        self._turn_start = len(self.session.tokens)
         self.session.begin_user_audio()
 
     def _push(self, x: np.ndarray) -> None:
@@ -513,8 +394,10 @@ class RealtimeConnection:
 
     async def _commit(self) -> None:
         if not self._turn_open:
-            raise _ClientError("the input audio buffer is empty: append audio before commit",
-                               "input_audio_buffer_commit_empty")  # fmt: skip
+            raise EventError(
+                "the input audio buffer is empty: append audio before commit",
+                code="input_audio_buffer_commit_empty",
+            )
         self._turn_open = False
         item_id, previous = self._turn_item, self._last_item
         timing: dict[str, float] = {}
@@ -550,12 +433,10 @@ class RealtimeConnection:
         if self._turn_open:
             self._turn_open = False
 
-            def drop() -> None:
-                self.session.end_user_audio()
-                with self.assistant.lock:
-                    self.session.generator.truncate(self._turn_start)
-
-            self._submit(drop, "clearing the input audio buffer")
+            # self.session is read on the worker: an earlier job may have replaced it
+            self._submit(
+                lambda: self.session.discard_user_audio(), "clearing the input audio buffer"
+            )
         if self.vad is not None:
             self.vad.reset()
         await self.send({"type": "input_audio_buffer.cleared"})
@@ -564,18 +445,18 @@ class RealtimeConnection:
     async def _on_item_create(self, event: dict[str, Any]) -> None:
         item = event.get("item")
         if not isinstance(item, dict) or item.get("type", "message") != "message":
-            raise _ClientError("conversation.item.create serves message items only",
-                               "invalid_value", "item.type")  # fmt: skip
+            raise EventError("conversation.item.create serves message items only", "item.type")
         role = item.get("role")
         if role not in ("user", "system", "assistant"):
-            raise _ClientError("item.role must be user, system or assistant", "invalid_value",
-                               "item.role")  # fmt: skip
+            raise EventError("item.role must be user, system or assistant", "item.role")
         if self._turn_open:
-            raise _ClientError("a spoken turn is in the input buffer: commit or clear it first",
-                               "input_audio_buffer_open")  # fmt: skip
+            raise EventError(
+                "a spoken turn is in the input buffer: commit or clear it first",
+                code="input_audio_buffer_open",
+            )
         parts, files = await asyncio.to_thread(self._item_parts, item)
         conversation = {"messages": [{"role": role, "content": parts}]}
-        item_id = item.get("id") or _id("item")
+        item_id = item.get("id") or new_id("item")
 
         if role == "user":
             self._user_text = last_user_text(conversation)
@@ -608,8 +489,7 @@ class RealtimeConnection:
     def _item_parts(self, item: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
         content = item.get("content")
         if not isinstance(content, list) or not content:
-            raise _ClientError("item.content must be a non-empty list", "invalid_value",
-                               "item.content")  # fmt: skip
+            raise EventError("item.content must be a non-empty list", "item.content")
         parts: list[dict[str, Any]] = []
         files: dict[str, bytes] = {}
         for i, part in enumerate(content):
@@ -621,22 +501,23 @@ class RealtimeConnection:
                 try:
                     png = decode_image_url(str(part.get("image_url") or ""), param=param)
                 except ApiError as err:
-                    raise _ClientError(err.message, err.code or "invalid_image", param) from None
+                    raise EventError(err.message, param, err.code or "invalid_image") from None
                 files[f"image{i}.png"] = png
                 parts.append({"type": "image", "file": f"image{i}.png"})
             elif kind == "input_audio":
                 try:
                     raw = b64_to_pcm16(str(part.get("audio") or ""), what=param + ".audio")
                 except ValueError as err:
-                    raise _ClientError(str(err), "invalid_audio", param + ".audio") from None
+                    raise EventError(str(err), param + ".audio", "invalid_audio") from None
                 x = StreamResampler(WIRE_RATE, MODEL_RATE).push(pcm16_to_float(raw))
                 files[f"audio{i}.wav"] = to_wav_bytes(x)
                 parts.append({"type": "audio", "file": f"audio{i}.wav"})
             else:
-                raise _ClientError(
+                raise EventError(
                     f"content type {kind!r} is not served; use input_text, input_image "
-                    "(data URL) or input_audio", "invalid_value", param + ".type",
-                )  # fmt: skip
+                    "(data URL) or input_audio",
+                    param + ".type",
+                )
         if item.get("role") == "assistant":
             parts = [p for p in parts if p["type"] == "text"]
         return parts, files
@@ -645,8 +526,7 @@ class RealtimeConnection:
         item_id = event.get("item_id")
         end_ms = event.get("audio_end_ms")
         if not isinstance(end_ms, int) or end_ms < 0:
-            raise _ClientError("audio_end_ms must be a whole number >= 0", "invalid_value",
-                               "audio_end_ms")  # fmt: skip
+            raise EventError("audio_end_ms must be a whole number >= 0", "audio_end_ms")
         if item_id is None or item_id != self._answer_item:
             if item_id is not None and item_id == self._last_item:
                 # Already cut at barge-in, or a later turn began: nothing left to change.
@@ -654,8 +534,9 @@ class RealtimeConnection:
                                  "content_index": event.get("content_index", 0),
                                  "audio_end_ms": end_ms})  # fmt: skip
                 return
-            raise _ClientError(f"no assistant item {item_id!r} to truncate", "item_not_found",
-                               "item_id")  # fmt: skip
+            raise EventError(
+                f"no assistant item {item_id!r} to truncate", "item_id", "item_not_found"
+            )
         if self._response is not None:
             self._cancel_reason = "client_cancelled"
             self._cancel.set()
@@ -701,18 +582,20 @@ class RealtimeConnection:
     # ------------------------------------------------------------------ responses
     async def _on_response_create(self, event: dict[str, Any]) -> None:
         if self._response is not None:
-            raise _ClientError("a response is already in progress; cancel it first",
-                               "conversation_already_has_active_response")  # fmt: skip
+            raise EventError(
+                "a response is already in progress; cancel it first",
+                code="conversation_already_has_active_response",
+            )
         params = event.get("response") or {}
         if not isinstance(params, dict):
-            raise _ClientError("'response' must be an object", "invalid_value", "response")
+            raise EventError("'response' must be an object", "response")
         if self._turn_open:  # uncommitted speech: it is the turn being answered
             await self._commit()
         await self._start_response(params)
 
     async def _on_response_cancel(self, event: dict[str, Any]) -> None:
         if self._response is None:
-            raise _ClientError("no response in progress to cancel", "response_cancel_not_active")
+            raise EventError("no response in progress to cancel", code="response_cancel_not_active")
         self._cancel_reason = "client_cancelled"
         self._cancel.set()
 
@@ -720,14 +603,9 @@ class RealtimeConnection:
         modalities = params.get("output_modalities") or self.config["output_modalities"]
         voice = ((params.get("audio") or {}).get("output") or {}).get("voice")
         voice = voice or self.config["audio"]["output"]["voice"]
-        if isinstance(voice, dict):
-            voice = voice.get("id")
-        try:
-            voice = resolve_voice(voice, tuple(self.assistant.voices))
-        except ValueError as err:
-            raise _ClientError(str(err), "invalid_voice", "response.audio.output.voice") from None
+        voice = event_voice(voice, self.assistant.voices, "response.audio.output.voice")
         cap = params.get("max_output_tokens", self.config.get("max_output_tokens", "inf"))
-        _check_max_tokens(cap, "response.max_output_tokens")
+        check_max_tokens(cap, "response.max_output_tokens")
         budget = self._answer_budget() if cap == "inf" else min(int(cap), self._answer_budget())
         spoken = "audio" in modalities
         self._cancel = threading.Event()
@@ -746,55 +624,15 @@ class RealtimeConnection:
             self._response = None
 
     async def _run_response(self, voice: str | None, budget: int, modalities: list[str]) -> None:
-        response_id, item_id = _id("resp"), _id("item")
         cancel = self._cancel
         timing = TurnTiming()
         asked_at: dict[str, int] = {}  # the sequence length when the request reached the worker
-        turn = self._pending_timing
-        self._pending_timing = {}
+        turn, self._pending_timing = self._pending_timing, {}
         stopped_at = self._speech_stopped_at
-        fmt = dict(_PCM_FORMAT)
-        response: dict[str, Any] = {
-            "id": response_id, "object": "realtime.response", "status": "in_progress",
-            "status_details": None, "output": [], "conversation_id": self.session_id,
-            "output_modalities": ["audio"] if voice else ["text"],
-            "audio": {"output": {"format": fmt, "voice": voice}} if voice else None,
-            "max_output_tokens": budget, "usage": None, "metadata": None,
-        }  # fmt: skip
-        item: dict[str, Any] = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": "in_progress",
-            "content": [],
-        }
-        await self.send({"type": "response.created", "response": dict(response)})
-        previous, self._last_item = self._last_item, item_id
-        await self.send({"type": "response.output_item.added", "response_id": response_id,
-                         "output_index": 0, "item": dict(item)})  # fmt: skip
-        await self.send({"type": "conversation.item.added", "item": dict(item),
-                         "previous_item_id": previous})  # fmt: skip
-        ids = {"response_id": response_id, "item_id": item_id, "output_index": 0}
-        parts: list[dict[str, Any]] = []  # content parts, in order: {"type", text/transcript}
-        index_of: dict[str, int] = {}
-
-        async def part(kind: str) -> int:
-            if kind not in index_of:
-                index_of[kind] = len(parts)
-                parts.append({"type": kind, "transcript": ""} if kind == "audio"
-                             else {"type": "text", "text": ""})  # fmt: skip
-                await self.send(
-                    {
-                        "type": "response.content_part.added",
-                        **ids,
-                        "content_index": index_of[kind],
-                        "part": dict(parts[-1]),
-                    }
-                )
-            return index_of[kind]
-
-        self._answer_item = item_id
+        stream = ResponseStream(self.send, conversation_id=self.session_id, voice=voice,
+                                budget=budget, previous_item=self._last_item)  # fmt: skip
+        self._last_item = stream.item_id
+        self._answer_item = stream.item_id
         self._audio_sent, self._first_sent = 0.0, None
         out = StreamResampler(MODEL_RATE, WIRE_RATE)
         guard = make_output_guard(self.settings.voice_guard)
@@ -814,8 +652,7 @@ class RealtimeConnection:
             yield from guarded_respond(self.session, guard, timing, user_text=user_text,
                                        user_audio=heard, **options)  # fmt: skip
 
-        if voice:
-            await part("audio")
+        await stream.open()
         blocked: str | None = None
         first_sent_at: float | None = None
         async for event in iterate_in_thread(work, self.worker):
@@ -826,31 +663,18 @@ class RealtimeConnection:
                     extra={"session": self.session_id, "reason": blocked},
                 )
             elif isinstance(event, TextDelta):
-                if event.spoken and voice:
-                    k = await part("audio")
-                    parts[k]["transcript"] += event.text
-                    await self.send({"type": "response.output_audio_transcript.delta", **ids,
-                                     "content_index": k, "delta": event.text})  # fmt: skip
-                else:
-                    k = await part("text")
-                    parts[k]["text"] += event.text
-                    await self.send({"type": "response.output_text.delta", **ids,
-                                     "content_index": k, "delta": event.text})  # fmt: skip
+                await stream.text(event.text, spoken=event.spoken)
             elif isinstance(event, AudioDelta) and voice:
                 if cancel.is_set():
                     continue  # cancelled: the rest is not sent
                 wire = out.push(event.samples)
                 if wire.size == 0:
                     continue
-                k = await part("audio")
-                data = base64.b64encode(float_to_pcm16(wire)).decode()
-                await self.send({"type": "response.output_audio.delta", **ids,
-                                 "content_index": k, "delta": data})  # fmt: skip
+                await stream.audio(base64.b64encode(float_to_pcm16(wire)).decode())
                 if self._first_sent is None:
                     self._first_sent = first_sent_at = time.perf_counter()
                 self._audio_sent += wire.size / WIRE_RATE
-            elif isinstance(event, ImageOutput):
-                continue  # the Realtime API has no image output
+            # an ImageOutput is dropped: the Realtime API has no image output
         session = self.session
         if blocked:
             status = "incomplete"
@@ -865,44 +689,18 @@ class RealtimeConnection:
             status, details = "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
         else:
             status, details = "completed", {"type": "completed"}
-        for k, p in enumerate(parts):
-            if p["type"] == "audio":
-                await self.send({"type": "response.output_audio.done", **ids, "content_index": k})
-                await self.send(
-                    {
-                        "type": "response.output_audio_transcript.done",
-                        **ids,
-                        "content_index": k,
-                        "transcript": p["transcript"],
-                    }
-                )
-            else:
-                await self.send({"type": "response.output_text.done", **ids,
-                                 "content_index": k, "text": p["text"]})  # fmt: skip
-            await self.send({"type": "response.content_part.done", **ids, "content_index": k,
-                             "part": dict(p)})  # fmt: skip
-        item["status"] = "completed" if status == "completed" else "incomplete"
-        item["content"] = [
-            {"type": "output_audio", "transcript": p["transcript"]} if p["type"] == "audio"
-            else {"type": "output_text", "text": p["text"]} for p in parts
-        ]  # fmt: skip
-        await self.send({"type": "response.output_item.done", "response_id": response_id,
-                         "output_index": 0, "item": dict(item)})  # fmt: skip
-        await self.send({"type": "conversation.item.done", "item": dict(item),
-                         "previous_item_id": previous})  # fmt: skip
         # A refused request never reaches the model: its answer starts before this response.
         start = session.answer_start
         asked = asked_at.get("tokens", len(session.tokens))
         generated = start is not None and start >= asked
-        response.update(
-            status=status, status_details=details, output=[item],
-            usage={"total_tokens": len(session.tokens),
-                   "input_tokens": start if generated else asked,
-                   "output_tokens": len(session.tokens) - start if generated else 0},
-        )  # fmt: skip
-        await self.send({"type": "response.done", "response": response})
+        usage = {
+            "total_tokens": len(session.tokens),
+            "input_tokens": start if generated and start is not None else asked,
+            "output_tokens": len(session.tokens) - start if generated and start is not None else 0,
+        }
+        await stream.close(status, details, usage)
         entry = {
-            "session": self.session_id, "response": response_id, "status": status,
+            "session": self.session_id, "response": stream.response_id, "status": status,
             "end_user_audio_s": turn.get("end_user_audio"),
             "first_audio_compute_s": timing.first_audio,
             "compute_s": timing.compute_seconds, "audio_s": timing.audio_seconds,

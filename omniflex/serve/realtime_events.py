@@ -166,12 +166,14 @@ CLIENT_EVENTS: dict[str, type[_Event]] = {
 
 
 class EventError(ValueError):
-    """A client event that does not fit its model: ``param`` is the dotted path of the first
-    bad field (``session.audio.input.turn_detection.threshold``)."""
+    """A client event the server cannot serve: answered with an ``error`` event carrying
+    ``code`` (``invalid_value`` for a field that does not fit its model, or a specific one such
+    as ``invalid_voice``); ``param`` is the dotted path of the bad field
+    (``session.audio.input.turn_detection.threshold``). The connection stays open."""
 
-    def __init__(self, message: str, param: str | None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_value") -> None:
         super().__init__(message)
-        self.message, self.param = message, param
+        self.message, self.param, self.code = message, param, code
 
 
 def validate_client_event(event: dict[str, Any]) -> None:

@@ -128,6 +128,22 @@ def test_incremental_user_audio_equals_whole_turn(
     )
 
 
+def test_discarded_user_audio_leaves_the_session_as_before(assistant: Assistant, speech):
+    session = assistant.session()
+    session.add_text("hello")
+    before = list(session.tokens)
+    logits = session.generator.prefill(()).clone()
+    session.begin_user_audio()
+    session.push_user_audio(speech[:9000])
+    assert len(session.tokens) > len(before)
+    session.discard_user_audio()  # the client cleared its input buffer
+    assert session.tokens == before
+    torch.testing.assert_close(session.generator.prefill(()), logits)
+    with pytest.raises(RuntimeError, match="no spoken user turn"):
+        session.discard_user_audio()
+    session.add_user_audio(speech)  # a new turn opens as usual
+
+
 def test_answer_modalities_are_respected(assistant: Assistant):
     session = assistant.session()
     session.add_text("draw a blue square")

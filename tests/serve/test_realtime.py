@@ -87,6 +87,24 @@ def test_push_to_talk_turn(live) -> None:
         assert done["status"] in ("completed", "incomplete")
 
 
+def test_cleared_speech_leaves_nothing_in_the_conversation(live) -> None:
+    def typed_turn_input_tokens(clear_speech_first: bool) -> int:
+        with live.client().realtime.connect(model="omniflex-tiny") as conn:
+            _recv(conn)
+            _manual_session(conn)
+            _until(conn, "session.updated")
+            if clear_speech_first:
+                for chunk in _pcm_chunks(spoken_question(0.1)):
+                    conn.input_audio_buffer.append(audio=chunk)
+                conn.input_audio_buffer.clear()
+                _until(conn, "input_audio_buffer.cleared")
+            _add_user_text(conn, "hi")
+            conn.response.create(response={"output_modalities": ["text"]})
+            return _until(conn, "response.done")[-1]["response"]["usage"]["input_tokens"]
+
+    assert typed_turn_input_tokens(True) == typed_turn_input_tokens(False)
+
+
 def test_server_vad_turn_and_barge_in(live) -> None:
     question = spoken_question(0.8)
     with live.client().realtime.connect(model="omniflex-tiny") as conn:
