@@ -11,9 +11,12 @@ import argparse
 import json
 from typing import Any
 
-from omniflex.flex.bench import BENCHMARKS
-
 __all__ = ["add_parser"]
+
+
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "bench"
+HELP = "benchmarks that print ratios against float32"
 
 
 def _cmd_flex(args: argparse.Namespace) -> int:
@@ -77,8 +80,11 @@ def _cmd_soak(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex bench flex | tokenizers | model | realtime | soak`` on the top-level
     subparsers."""
+    # Imported here, not at the top: only `omniflex bench ...` pays for it (torch).
+    from omniflex.flex.bench import BENCHMARKS
+
     bench = subparsers.add_parser(
-        "bench", help="benchmarks that print ratios against float32",
+        NAME, help=HELP,
         description="Benchmarks. Each compares against float32 in the same run.",
     )  # fmt: skip
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="SUITE", required=True)

@@ -15,6 +15,11 @@ from typing import Any
 __all__ = ["add_parser"]
 
 
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "card"
+HELP = "write the system card (Markdown + self-contained HTML) from measured results"
+
+
 def _cmd_card(args: argparse.Namespace) -> int:
     import torch
 
@@ -35,7 +40,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex card`` on the top-level parser's subparsers."""
     card = subparsers.add_parser(
-        "card", help="write the system card (Markdown + self-contained HTML) from measured results",
+        NAME, help=HELP,
         description=(
             "Write OUT/system_card.md and OUT/system_card.html (inline CSS, plots embedded; no "
             "external assets): the model and its training data, capability evaluations per "

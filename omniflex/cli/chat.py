@@ -26,11 +26,11 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from omniflex.tokenizers.special import PRESET_VOICE_NAMES
+from omniflex.common.voices import PRESET_VOICE_NAMES
 
 __all__ = ["ChatShell", "add_parser", "run_chat"]
 
-HELP = """commands:
+COMMANDS_HELP = """commands:
   /audio PATH   attach a WAV/FLAC file to the next message
   /image PATH   attach a PNG/JPEG file (resized to 64x64)
   /video PATH   attach an MP4 clip
@@ -38,6 +38,11 @@ HELP = """commands:
   /voice NAME   speak in this preset voice ({voices})
   /speak        spoken answers      /text   written answers only
   /reset        new conversation    /help   this list     /quit   leave"""
+
+
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "chat"
+HELP = "talk to an omni model in the terminal (text, speech, images, video)"
 
 
 class ChatShell:
@@ -101,7 +106,7 @@ class ChatShell:
         if command in ("/quit", "/exit"):
             return False
         if command == "/help":
-            self.say(HELP.format(voices=", ".join(self.assistant.voices)))
+            self.say(COMMANDS_HELP.format(voices=", ".join(self.assistant.voices)))
         elif command in ("/audio", "/image", "/video"):
             if not arg:
                 raise ValueError(f"{command} needs a file path, e.g. `{command} clip`")
@@ -275,7 +280,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex chat`` on the top-level parser's subparsers."""
     chat = subparsers.add_parser(
-        "chat", help="talk to an omni model in the terminal (text, speech, images, video)",
+        NAME, help=HELP,
         description=(
             "An interactive chat over one conversation with a shipped model (default tiny) or a "
             "model folder. Type text; /audio, /image and /video PATH attach files to the next "

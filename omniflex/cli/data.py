@@ -16,6 +16,11 @@ from typing import Any
 __all__ = ["add_parser", "balance_table"]
 
 
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "data"
+HELP = "build the synthetic omni corpus; convert public data sets"
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from omniflex.data.build import build_corpus
 
@@ -102,7 +107,7 @@ def balance_table(by_task: dict[str, dict[str, int]]) -> str:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex data build | convert | tokenize`` on the top-level subparsers."""
     data = subparsers.add_parser(
-        "data", help="build the synthetic omni corpus; convert public data sets",
+        NAME, help=HELP,
         description="The omni corpus as WebDataset shards.",
     )  # fmt: skip
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

@@ -22,9 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omniflex.eval.capabilities import TASK_FAMILIES
-
 __all__ = ["add_parser"]
+
+
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "eval"
+HELP = "capability evaluations on the held-out split; parity of two runs"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -102,8 +105,12 @@ def _cmd_safety(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex eval`` (and ``omniflex eval parity | safety``) on the top-level
     subparsers."""
+    # Imported here, not at the top: only `omniflex eval ...` pays for it (torch, the model
+    # and the media readers).
+    from omniflex.eval.capabilities import TASK_FAMILIES
+
     ev = subparsers.add_parser(
-        "eval", help="capability evaluations on the held-out split; parity of two runs",
+        NAME, help=HELP,
         description=(
             "Answer every conversation of the corpus's held-out split with the model (greedy) "
             "and measure: speech recognition WER (sentences seen and unseen in training), "

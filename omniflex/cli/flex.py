@@ -10,9 +10,12 @@ import argparse
 import sys
 from typing import Any
 
-from omniflex.flex.config import RECIPES
-
 __all__ = ["add_parser"]
+
+
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "flex"
+HELP = "Flexpoint tools: demo, telemetry plots"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -61,8 +64,11 @@ def _cmd_repro(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex flex demo | plot | repro`` on the top-level subparsers."""
+    # Imported here, not at the top: only `omniflex flex ...` pays for it (torch).
+    from omniflex.flex.config import RECIPES
+
     flex = subparsers.add_parser(
-        "flex", help="Flexpoint tools: demo, telemetry plots",
+        NAME, help=HELP,
         description="Flexpoint (flex16+5) tools.",
     )  # fmt: skip
     flex_sub = flex.add_subparsers(dest="flex_command", metavar="SUBCOMMAND", required=True)

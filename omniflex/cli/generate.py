@@ -11,9 +11,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omniflex.tokenizers.special import PRESET_VOICE_NAMES
+from omniflex.common.voices import PRESET_VOICE_NAMES
 
 __all__ = ["add_parser", "generate"]
+
+
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "generate"
+HELP = "one prompt to a trained omni model; answers saved as WAV/PNG"
 
 
 def _user_message(text: str | None, audio: str | None, image: str | None) -> tuple[dict, dict]:
@@ -115,7 +120,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex generate`` on the top-level subparsers."""
     gen = subparsers.add_parser(
-        "generate", help="one prompt to a trained omni model; answers saved as WAV/PNG",
+        NAME, help=HELP,
         description=(
             "Send one user turn (text, and optionally an audio and/or an image file) to an omni "
             "model (the shipped default, a model folder or a training run) and print its "

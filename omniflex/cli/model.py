@@ -14,6 +14,11 @@ from typing import Any
 __all__ = ["add_parser"]
 
 
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "model"
+HELP = "list shipped models; export a training run as a model folder"
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from omniflex.train.export import export_run
 
@@ -42,8 +47,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex model export | list`` on the top-level subparsers."""
     model = subparsers.add_parser(
-        "model",
-        help="list shipped models; export a training run as a model folder",
+        NAME,
+        help=HELP,
         description="Model folders (config.json + flex16 model.safetensors + autoflex.json), "
         "loaded by name or path by `omniflex chat`, `eval`, `serve` and `generate`.",
     )

@@ -9,6 +9,11 @@ from typing import Any
 __all__ = ["add_parser"]
 
 
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "safety"
+HELP = "train and evaluate the voice output classifier and moderation"
+
+
 def _cmd_train_voice(args: argparse.Namespace) -> int:
     import torch
 
@@ -74,7 +79,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex safety ...`` on the top-level parser's subparsers."""
     safety = subparsers.add_parser(
-        "safety", help="train and evaluate the voice output classifier and moderation",
+        NAME, help=HELP,
         description=(
             "The safety layer (GPT-4o system card mitigations): a streaming classifier that "
             "blocks spoken output which deviates from the session's preset voice, and text "

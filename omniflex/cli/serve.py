@@ -11,6 +11,11 @@ from typing import Any
 __all__ = ["add_parser", "configure_logging", "serve"]
 
 
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "serve"
+HELP = "serve a model: OpenAI-compatible REST, Realtime websocket, voice web page"
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """The server's logs as JSON lines on stderr."""
     from omniflex.serve.app import JsonLogFormatter
@@ -61,7 +66,7 @@ def serve(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``serve`` to the ``omniflex`` subcommands."""
     p = subparsers.add_parser(
-        "serve", help="serve a model: OpenAI-compatible REST, Realtime websocket, voice web page",
+        NAME, help=HELP,
         description=(
             "Serve an omni model under uvicorn: /v1/chat/completions (text, image and audio in; "
             "text and audio out; streamed), /v1/audio/speech, /v1/audio/transcriptions, "

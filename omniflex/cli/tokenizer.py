@@ -15,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from omniflex.flex.config import RECIPES
-
 __all__ = ["add_parser", "print_report", "roundtrip", "train"]
+
+
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "tokenizer"
+HELP = "train tokenizers; round-trip a media file through one"
 
 
 def train(
@@ -181,8 +184,11 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex tokenizer train | roundtrip`` on the top-level subparsers."""
+    # Imported here, not at the top: only `omniflex tokenizer ...` pays for it (torch).
+    from omniflex.flex.config import RECIPES
+
     tok = subparsers.add_parser(
-        "tokenizer", help="train tokenizers; round-trip a media file through one",
+        NAME, help=HELP,
         description=(
             "Modality tokenizers: byte-level BPE for text, an FSQ VQ autoencoder for 64x64 "
             "images, a causal streaming audio codec (16 kHz, 25 frames/s, 2 codebooks), and "

@@ -13,10 +13,12 @@ import argparse
 import os
 from typing import Any
 
-from omniflex.train.config import TrainConfig
-from omniflex.train.recipes import list_recipes
-
 __all__ = ["add_parser"]
+
+
+# The command and its one line in ``omniflex --help`` (listed without building the parser).
+NAME = "train"
+HELP = "train an omni model from a recipe (1 CPU process, or torchrun)"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -52,8 +54,12 @@ def _cmd_speech_encoder(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex train`` on the top-level subparsers."""
+    # Imported here, not at the top: only `omniflex train ...` pays for it (torch).
+    from omniflex.train.config import TrainConfig
+    from omniflex.train.recipes import list_recipes
+
     train = subparsers.add_parser(
-        "train", help="train an omni model from a recipe (1 CPU process, or torchrun)",
+        NAME, help=HELP,
         description=(
             "Train the omni transformer from a YAML recipe in recipes/ (listed below) or a "
             "path, with key=value overrides (e.g. steps=100 lr=1e-3 "

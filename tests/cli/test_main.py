@@ -2,6 +2,7 @@
 
 import argparse
 import runpy
+import subprocess
 import sys
 
 import pytest
@@ -72,3 +73,16 @@ def test_under_torchrun_one_process_reports_a_user_error(tmp_path, capsys, monke
     monkeypatch.setenv("RANK", "0")
     assert main(["flex", "plot", str(tmp_path / "nope.jsonl")]) == 2
     assert "nope.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["serve", "--help"]])
+def test_help_does_not_load_torch(argv):
+    """Building a command's parser loads only what that command's choices come from: the
+    command list and the light commands' help do not import torch (seconds on a small CPU)."""
+    code = (
+        "import sys\nfrom omniflex.cli.main import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout[-400:]
