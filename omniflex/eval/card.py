@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from markdown_it import MarkdownIt
+
 from omniflex.common.voices import voice
 from omniflex.eval import capabilities, safety_eval
 from omniflex.eval.report import compare_results
@@ -128,7 +130,7 @@ class Provenance:
 # ----------------------------------------------------------------------------- document
 @dataclass
 class _Doc:
-    """Blocks rendered twice: Markdown and HTML."""
+    """Blocks written as Markdown; the HTML page is that Markdown rendered."""
 
     blocks: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -170,38 +172,19 @@ class _Doc:
         return "\n".join(out).rstrip() + "\n"
 
     def html(self, title: str) -> str:
-        def inline(text: str) -> str:
-            text = html.escape(text)
-            text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-            return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
-        body: list[str] = []
+        """The Markdown rendered by markdown-it (CommonMark with tables), each plot inlined as a
+        data URL so that the page stands alone."""
+        text = self.markdown()
         for block in self.blocks:
-            kind = block[0]
-            if kind == "h":
-                body.append(f"<h{block[1]}>{inline(block[2])}</h{block[1]}>")
-            elif kind == "p":
-                body.append(f"<p>{inline(block[1])}</p>")
-            elif kind == "ul":
-                body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in block[1]) + "</ul>")
-            elif kind == "table":
-                head = "".join(f"<th>{inline(c)}</th>" for c in block[1])
-                rows = "".join(
-                    "<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>"
-                    for row in block[2]
-                )
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-            elif kind == "img":
+            if block[0] == "img":
                 data = base64.b64encode(block[2]).decode("ascii")
-                body.append(
-                    f'<figure><img alt="{html.escape(block[3])}" '
-                    f'src="data:image/png;base64,{data}"></figure>'
-                )
+                text = text.replace(f"]({block[1]})", f"](data:image/png;base64,{data})")
+        body = MarkdownIt("commonmark").enable("table").render(text)
         return (
             '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body)
-            + "\n</body>\n</html>\n"
+            + body
+            + "</body>\n</html>\n"
         )
 
 
