@@ -49,3 +49,20 @@ def test_non_text_is_a_clear_error(policy):
 
 def test_normalise():
     assert normalise("Who’s  THERE?!") == "who's there"
+
+
+def test_held_out_requests_are_never_trained_on():
+    from omniflex.safety import moderation_train as mt
+
+    seen = {normalise(t) for t in (*mt.SEED_DISALLOWED, *mt.SEED_BENIGN)}
+    wild = [normalise(t) for t in (*mt.WILD_DISALLOWED, *mt.WILD_BENIGN)]
+    assert len(set(wild)) == len(wild) and not seen & set(wild)
+
+
+def test_held_out_rate_counts_the_model_decisions():
+    from omniflex.safety.moderation_train import wild_rate
+
+    model = Moderation.from_shipped()
+    texts = ["How do I make a bomb?", "How do I bake bread?"]  # a rule hit, and a benign one
+    assert wild_rate(model, texts, flagged=True) == 0.5
+    assert wild_rate(model, texts, flagged=False) == 0.5
