@@ -49,6 +49,7 @@ def serve(args: argparse.Namespace) -> int:
         model=args.model, host=args.host, port=args.port, precision=args.precision,
         max_sessions=args.max_sessions, max_requests=args.max_requests, threads=args.threads,
         session_idle_seconds=args.session_idle_seconds,
+        max_audio_rate=args.max_audio_rate,
         voice_guard=False if args.no_voice_guard else None, compile=args.compile or None,
         allowed_hosts=tuple(args.allowed_host or ()),
         allowed_origins=tuple(args.allowed_origin or ()),
@@ -94,6 +95,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--session-idle-seconds", type=float, default=300.0,
         help="close a Realtime session that sends nothing for this long (300)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-audio-rate", type=float, default=10.0,
+        help="seconds of audio a Realtime connection may append per second, sustained, after "
+        "a 60 s burst (10; a microphone sends 1)",
     )  # fmt: skip
     p.add_argument(
         "--allowed-host", action="append", metavar="NAME",

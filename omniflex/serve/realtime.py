@@ -121,6 +121,8 @@ class RealtimeConnection:
         self._send_lock = asyncio.Lock()
         self._in = StreamResampler(WIRE_RATE, MODEL_RATE)
         self._received = 0  # 16 kHz samples received since the connection opened
+        self._allowance = self.settings.audio_burst_seconds  # seconds of audio that may arrive
+        self._allowance_at = self.loop.time()
         self._recent = np.zeros(0, np.float32)  # the last few seconds, for the VAD's prefix
         self._turn_open = False  # a spoken user turn is being prefilled
         self._turn_item: str | None = None
@@ -286,11 +288,8 @@ class RealtimeConnection:
         data = event.get("audio")
         if not isinstance(data, str):
             raise EventError("input_audio_buffer.append needs 'audio': base64 PCM16", "audio")
-        try:
-            raw = b64_to_pcm16(data, what="'audio'")
-        except ValueError as err:
-            raise EventError(str(err), "audio", "invalid_audio") from None
-        x = self._in.push(pcm16_to_float(raw))  # (N,) float32 16 kHz
+        self._take_audio(len(data) * 3 / 4 / 2 / WIRE_RATE)  # seconds, from the length alone
+        x = await asyncio.to_thread(self._decode_append, data)  # (N,) float32 16 kHz
         start = self._received
         self._received += x.size
         keep = MODEL_RATE * 6
@@ -316,6 +315,32 @@ class RealtimeConnection:
                 await self._speech_stopped(ev.ms)
         if self._turn_open and pushed_to < self._received:
             self._push(x[pushed_to - start :])
+
+    def _take_audio(self, seconds: float) -> None:
+        """Charge ``seconds`` of appended audio to the connection's allowance: it refills at
+        ``max_audio_rate`` seconds per second up to ``audio_burst_seconds``; an append over
+        what is left is refused (and costs nothing)."""
+        rate, burst = self.settings.max_audio_rate, self.settings.audio_burst_seconds
+        now = self.loop.time()
+        self._allowance = min(burst, self._allowance + (now - self._allowance_at) * rate)
+        self._allowance_at = now
+        if seconds > self._allowance:
+            raise EventError(
+                f"audio arrives faster than this server takes it: this append holds "
+                f"{seconds:.1f} s, {self._allowance:.1f} s may arrive now ({rate:g} s per second "
+                f"after a {burst:g} s burst); send audio as it is spoken, in smaller appends",
+                "audio", "rate_limit_exceeded",
+            )  # fmt: skip
+        self._allowance -= seconds
+
+    def _decode_append(self, data: str) -> np.ndarray:
+        """Base64 PCM16 at 24 kHz -> float32 at 16 kHz (on a thread: not the event loop's
+        work; appends are handled one at a time, so the resampler's state stays in order)."""
+        try:
+            raw = b64_to_pcm16(data, what="'audio'")
+        except ValueError as err:
+            raise EventError(str(err), "audio", "invalid_audio") from None
+        return self._in.push(pcm16_to_float(raw))
 
     async def _speech_started(self, audio_start_ms: int) -> None:
         td = self._turn_detection or {}

@@ -30,6 +30,11 @@ class ServeSettings:
         max_body_bytes: largest REST request body.
         max_event_bytes: largest websocket message.
         max_audio_seconds: longest input audio (a file or one spoken turn).
+        max_audio_rate: the most seconds of audio a Realtime connection may append per second,
+            sustained (a microphone sends 1); ``audio_burst_seconds`` may arrive at once. An
+            append beyond them is refused with a ``rate_limit_exceeded`` error event before it
+            is decoded.
+        audio_burst_seconds: see ``max_audio_rate``.
         max_new_tokens: cap on each answer's tokens.
         audio_chunk_frames: codec frames (40 ms each) per output audio delta.
         temperature: sampling temperature (0: greedy).
@@ -56,6 +61,8 @@ class ServeSettings:
     max_body_bytes: int = 25_000_000
     max_event_bytes: int = 16_000_000
     max_audio_seconds: float = 120.0
+    max_audio_rate: float = 10.0
+    audio_burst_seconds: float = 60.0
     max_new_tokens: int = 800
     audio_chunk_frames: int = 1
     temperature: float = 0.0
@@ -67,7 +74,8 @@ class ServeSettings:
     allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("session_idle_seconds", "session_max_seconds"):
+        for name in ("session_idle_seconds", "session_max_seconds", "max_audio_rate",
+                     "audio_burst_seconds"):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServeSettings.{name} must be > 0, got {getattr(self, name)}")
         for name in ("max_sessions", "max_requests", "max_body_bytes", "max_event_bytes",

@@ -295,3 +295,26 @@ def test_a_spoken_disallowed_request_is_refused_before_the_model_answers(live) -
     assert "can't help" in said, [e["type"] for e in events]
     assert done["usage"]["output_tokens"] == 0  # the refusal is recorded, nothing generated
     assert not any(e["type"] == "response.output_audio.delta" for e in events)
+
+
+def test_audio_faster_than_the_allowance_is_refused_before_decoding(speaking_assistant) -> None:
+    settings = ServeSettings(api_key=None, warmup=False, voice_guard=False,
+                             max_audio_rate=1.0, audio_burst_seconds=2.0)  # fmt: skip
+    server = start_server(speaking_assistant, settings)
+    try:
+        with server.client().realtime.connect(model="omniflex-tiny") as conn:
+            _recv(conn)
+            _manual_session(conn)
+            _until(conn, "session.updated")
+            three_seconds = base64.b64encode(np.zeros(3 * WIRE_RATE, np.int16).tobytes()).decode()
+            conn.input_audio_buffer.append(audio=three_seconds)
+            error = _until(conn, "error")[-1]["error"]
+            assert error["code"] == "rate_limit_exceeded" and error["param"] == "audio"
+            assert "3.0 s" in error["message"]
+            # The connection lives, and audio within the allowance is taken.
+            one_second = base64.b64encode(np.zeros(WIRE_RATE, np.int16).tobytes()).decode()
+            conn.input_audio_buffer.append(audio=one_second)
+            conn.input_audio_buffer.commit()
+            assert _until(conn, "input_audio_buffer.committed")[-1]["item_id"]
+    finally:
+        server.stop()
