@@ -72,9 +72,18 @@ def decode_audio_file(raw: bytes, *, param: str, max_seconds: float) -> bytes:
 
 
 def to_conversation(
-    messages: list[ChatMessage], *, max_audio_seconds: float
+    messages: list[ChatMessage], *, max_audio_seconds: float, max_images: int = 8
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """(conversation, files) for ``Session.add_message``."""
+    """(conversation, files) for ``Session.add_message``; more than ``max_images`` pictures
+    are refused before any is decoded."""
+    images = sum(isinstance(part, ImageURLPart) for message in messages
+                 if isinstance(message.content, list) for part in message.content)  # fmt: skip
+    if images > max_images:
+        raise ApiError(
+            400, f"the request holds {images} images; at most {max_images} are served per "
+            "request (the model reads each as 64 positions of its context)",
+            param="messages", code="too_many_images",
+        )  # fmt: skip
     out: list[dict[str, Any]] = []
     files: dict[str, bytes] = {}
     for m, message in enumerate(messages):

@@ -157,11 +157,15 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     state = _state(request)
     options = _chat_options(state, body)
-    limit = state.settings.max_audio_seconds
-    conversation, files = await run_in_threadpool(
-        to_conversation, body.messages, max_audio_seconds=limit
-    )
-    _acquire(state)
+    _acquire(state)  # media is decoded only inside a slot: REST decoding work is bounded too
+    try:
+        conversation, files = await run_in_threadpool(
+            to_conversation, body.messages, max_audio_seconds=state.settings.max_audio_seconds,
+            max_images=state.settings.max_images,
+        )  # fmt: skip
+    except BaseException:
+        state.requests.release()
+        raise
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if body.stream:
         return StreamingResponse(
@@ -318,9 +322,14 @@ async def transcriptions(
         raise ApiError(400, f"response_format {response_format!r}: use json, text or verbose_json",
                        param="response_format", code="invalid_value")  # fmt: skip
     raw = await file.read()
-    wav = await run_in_threadpool(
-        decode_audio_file, raw, param="file", max_seconds=state.settings.max_audio_seconds
-    )
+    _acquire(state)  # decoded inside the slot, as chat completions' media
+    try:
+        wav = await run_in_threadpool(
+            decode_audio_file, raw, param="file", max_seconds=state.settings.max_audio_seconds
+        )
+    except BaseException:
+        state.requests.release()
+        raise
     conversation = {"messages": [{"role": "user", "content": [
         {"type": "audio", "file": "user.wav"}, {"type": "text", "text": ASR_PROMPT}]}]}  # fmt: skip
     options = {
@@ -328,7 +337,6 @@ async def transcriptions(
         "max_new_tokens": min(200, state.settings.max_new_tokens),
         "sampling": _sampling(temperature, None, None, state.settings.temperature),
     }  # fmt: skip
-    _acquire(state)
     try:
         text, _, _, _, _, _ = await run_in_threadpool(
             _chat_blocking, state, conversation, {"user.wav": wav}, options

@@ -35,6 +35,7 @@ class ServeSettings:
             append beyond them is refused with a ``rate_limit_exceeded`` error event before it
             is decoded.
         audio_burst_seconds: see ``max_audio_rate``.
+        max_images: pictures in one REST request (counted before any is decoded).
         max_new_tokens: cap on each answer's tokens.
         audio_chunk_frames: codec frames (40 ms each) per output audio delta.
         temperature: sampling temperature (0: greedy).
@@ -63,6 +64,7 @@ class ServeSettings:
     max_audio_seconds: float = 120.0
     max_audio_rate: float = 10.0
     audio_burst_seconds: float = 60.0
+    max_images: int = 8
     max_new_tokens: int = 800
     audio_chunk_frames: int = 1
     temperature: float = 0.0
@@ -79,7 +81,7 @@ class ServeSettings:
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServeSettings.{name} must be > 0, got {getattr(self, name)}")
         for name in ("max_sessions", "max_requests", "max_body_bytes", "max_event_bytes",
-                     "max_new_tokens", "audio_chunk_frames", "threads"):  # fmt: skip
+                     "max_new_tokens", "audio_chunk_frames", "threads", "max_images"):  # fmt: skip
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ServeSettings.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:

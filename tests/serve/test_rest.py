@@ -248,6 +248,32 @@ def test_rest_at_capacity_429(live) -> None:
             cap.release()
 
 
+def test_media_is_decoded_only_inside_a_slot(live, monkeypatch) -> None:
+    from omniflex.serve import messages
+
+    decoded = []
+    real = messages.decode_image_url
+    monkeypatch.setattr(messages, "decode_image_url",
+                        lambda *a, **k: decoded.append(1) or real(*a, **k))  # fmt: skip
+    picture = {"type": "image_url", "image_url": {"url": _png_data_url()}}
+    body = {"messages": [{"role": "user", "content": [picture, {"type": "text", "text": "hi"}]}]}
+    cap = live.state.requests
+    taken = 0
+    while cap.try_acquire():
+        taken += 1
+    try:  # at capacity: refused before the picture is read
+        assert requests.post(live.base_url + "/chat/completions", json=body).status_code == 429
+        assert decoded == []
+    finally:
+        for _ in range(taken):
+            cap.release()
+    # More pictures than a request may hold: refused before any is decoded, its slot given back.
+    many = {"messages": [{"role": "user", "content": [picture] * 9}]}
+    r = requests.post(live.base_url + "/chat/completions", json=many)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_images", r.text
+    assert decoded == [] and live.state.requests.used == 0
+
+
 def test_unknown_route_404_shaped(live) -> None:
     r = requests.get(live.base_url + "/nope")
     assert r.status_code == 404 and r.json()["error"]["message"]
