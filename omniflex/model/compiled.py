@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -377,6 +377,57 @@ class CompiledForward:
         cache.append_layers(*new)
         return logits
 
+    @torch.no_grad()
+    def decode_rows(self, ids: Sequence[int], caches: Sequence[KVCache]) -> torch.Tensor:
+        """One decode step of several sequences at once: ``ids[i]`` is appended after
+        ``caches[i]``'s positions (each cache holds one sequence, of any length) and the next-
+        token logits of every row come back, ``(len(ids), V)``. The rows' cached keys are laid
+        side by side, padded to the longest and masked, and each row reads its own RoPE
+        position, so row ``i`` computes what ``self([[ids[i]]], caches[i])`` computes (up to
+        float summation order over the padding). One forward serves every row: what batches
+        the sessions of a server."""
+        if len(ids) != len(caches) or not ids:
+            raise ValueError(
+                f"decode_rows needs one cache per id, got {len(ids)} and {len(caches)}"
+            )
+        if any(c.batch_size != 1 for c in caches) or len({c.storage for c in caches}) != 1:
+            raise ValueError("decode_rows takes one-sequence caches of one storage kind")
+        if not self.ready or any(c.length < 1 for c in caches):
+            raise ValueError(
+                "decode_rows continues sequences: run each one's first forward through the "
+                "model (or __call__) first"
+            )
+        lengths = [c.length for c in caches]
+        for c in caches:
+            if c.length + 1 > min(c.max_len, self.model.rope.max_seq_len):
+                raise ValueError(
+                    f"a sequence of {c.length} positions is at its cache or model limit; "
+                    "truncate it or start a new one"
+                )
+        longest = max(lengths)
+        pasts = [c.past_values() for c in caches]  # each (L, 1, Hkv, P_i, D)
+        past_k = torch.cat([F.pad(k, (0, 0, 0, longest - k.shape[3])) for k, _ in pasts], dim=1)
+        past_v = torch.cat([F.pad(v, (0, 0, 0, longest - v.shape[3])) for _, v in pasts], dim=1)
+        at = torch.tensor(lengths)
+        rope = self.model.rope
+        cos = rope.cos[at][:, None, None, :].clone()  # (B, 1, 1, D): each row's own position
+        sin = rope.sin[at][:, None, None, :].clone()
+        keys = torch.arange(longest + 1)  # the padded past, then the new position
+        valid = (keys[None, :] < at[:, None]) | (keys[None, :] == longest)
+        key_mask = additive_mask(valid, torch.float32)[:, None, None, :]  # (B, 1, 1, S)
+        device = past_k.device
+        ids_t = torch.tensor([[int(i)] for i in ids], device=device)
+        # one graph for every number of rows and every padded length
+        for t, dims in ((past_k, (1, 3)), (past_v, (1, 3)), (key_mask, (0, 3)), (ids_t, (0,))):
+            for dim in dims:
+                torch._dynamo.maybe_mark_dynamic(t, dim)
+        flex16 = caches[0].storage == "flex16"
+        logits, *new = self._fn(self._snapshot, ids_t, cos.to(device), sin.to(device), past_k,
+                                past_v, flex16, key_mask.to(device))  # fmt: skip
+        for i, cache in enumerate(caches):
+            cache.append_layers(*(t[:, i : i + 1] for t in new))
+        return logits[:, 0]
+
     # ------------------------------------------------------------------ the graph
     @staticmethod
     def _forward(
@@ -387,6 +438,7 @@ class CompiledForward:
         past_k: torch.Tensor,  # (L, B, Hkv, P, D) float32 (a flex16 cache's decoded values)
         past_v: torch.Tensor,
         flex16: bool,  # the new entries are for a flex16 cache: encode them
+        key_mask: torch.Tensor | None = None,  # (B, 1, 1, S) additive: rows of other lengths
     ) -> tuple[torch.Tensor, ...]:
         table, layers, norm_w, norm_eps, head = snapshot
         flex_cache = flex16
@@ -424,7 +476,9 @@ class CompiledForward:
             sdpa = p.qk is None and not (torch.compiler.is_compiling() and T == 1)
             if sdpa:
                 gqa = Hkv != H
-                if T == 1:
+                if key_mask is not None:  # one new position a row (decode_rows)
+                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, enable_gqa=gqa)
+                elif T == 1:
                     y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
                 elif T == S:
                     y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
@@ -447,6 +501,8 @@ class CompiledForward:
                     scores = scores + additive_mask(
                         causal_mask(T, S, device=x.device), scores.dtype
                     )
+                if key_mask is not None:
+                    scores = scores + key_mask
                 y = _matmul(torch.softmax(scores.float(), dim=-1), v, av_r)  # (B, H, T, D)
             x = x + _linear(y.transpose(1, 2).reshape(B, T, H * D), p.wo)
             gate, up = _linear(rms_norm(x, p.mlp_norm, p.mlp_eps), p.w13).split(p.hidden, dim=-1)

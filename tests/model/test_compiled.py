@@ -182,3 +182,55 @@ def test_append_layers_and_past_values() -> None:
     twin = copy.deepcopy(plain)
     twin.truncate(1)
     assert twin.past_values()[0].shape[3] == 1
+
+
+def _prefilled(fast: CompiledForward, lengths: list[int], storage: str) -> list[KVCache]:
+    caches = []
+    for i, n in enumerate(lengths):
+        cache = fast.model.new_cache(storage=storage)
+        with torch.no_grad():
+            fast.model(_ids(n, seed=10 + i), cache=cache, last_only=True)
+        caches.append(cache)
+    return caches
+
+
+@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.parametrize(
+    ("precision", "storage", "n_kv_heads"),
+    [("float32", "float32", None), ("flex16+5", "flex16", None), ("flex16+5", "float32", 1)],
+)
+def test_rows_of_different_lengths_decode_together_as_alone(
+    precision: str, storage: str, n_kv_heads: int | None, compile: bool
+) -> None:
+    """``decode_rows`` (one forward for several sequences: what batches a server's sessions)
+    against each sequence's own one-token steps, over three steps, rows of 3, 9 and 5 positions;
+    its cache entries are each row's own, and a row's result does not depend on the others."""
+    model = _model(precision, n_kv_heads)
+    fast = CompiledForward(model, compile=compile, int16_matvec=False)
+    alone, together = _prefilled(fast, [3, 9, 5], storage), _prefilled(fast, [3, 9, 5], storage)
+    tol = 1e-5 if precision == "float32" else 1e-3  # summation order over the padding
+    for step in range(3):
+        ids = [(7 * step + 3 * i) % V for i in range(3)]
+        want = torch.cat(
+            [fast(torch.tensor([[t]]), c)[:, 0] for t, c in zip(ids, alone, strict=True)]
+        )
+        got = fast.decode_rows(ids, together)
+        assert got.shape == want.shape and (got - want).abs().max() < tol
+    for a, b in zip(alone, together, strict=True):
+        assert a.length == b.length
+        for x, y in zip(a.past_values(), b.past_values(), strict=True):
+            torch.testing.assert_close(x, y, atol=tol, rtol=tol)
+    # Causality across rows: a row's logits are the same whoever it is batched with.
+    first = _prefilled(fast, [3], storage)
+    with_others = _prefilled(fast, [3, 9], storage)
+    a = fast.decode_rows([5], first)
+    b = fast.decode_rows([5, 6], with_others)[:1]
+    assert (a - b).abs().max() < tol
+
+
+def test_decode_rows_refuses_what_it_cannot_continue() -> None:
+    fast = CompiledForward(_model("float32"), compile=False)
+    with pytest.raises(ValueError, match="one cache per id"):
+        fast.decode_rows([1, 2], _prefilled(fast, [3], "float32"))
+    with pytest.raises(ValueError, match="first forward"):
+        fast.decode_rows([1], [fast.model.new_cache()])
