@@ -16,8 +16,10 @@ shipped tokenizers. A ``Session`` is one conversation with its own KV cache:
 * ``interrupt(played_seconds)`` (barge-in) cuts the last answer at what was played and closes it
   with ``<|interrupt|>``, as the corpus's interrupted turns are.
 
-All model forwards of all sessions of one ``Assistant`` take ``Assistant.lock``: a flex model's
-Autoflex state updates on every forward, and two CPU forwards at once only slow each other.
+All model forwards of all sessions of one ``Assistant`` take ``Assistant.lock`` (each session's
+``Generator`` takes it per forward): two CPU forwards at once only slow each other. With
+``batch_decoding`` the decode steps of sessions answering at once share forwards
+(``DecodeBatcher``).
 Each session has its own copy of the audio codec, whose streaming state is per stream.
 """
 
@@ -38,6 +40,7 @@ import torch
 from omniflex.model.answer_shape import AnswerShape
 from omniflex.model.chat import ChatTemplate
 from omniflex.model.compiled import CompiledForward
+from omniflex.model.decode_batcher import DecodeBatcher
 from omniflex.model.encoders import InputFeatures
 from omniflex.model.generate import ConstraintFn, Generator, ModalityConstraint, StopReason
 from omniflex.model.grammar import TokenGrammar
@@ -128,6 +131,9 @@ class Assistant:
             small CPU, less once inductor's on-disk cache holds the graphs).
         answer_shape: force every answer that may speak into this layout (benchmarks and
             protocol tests only: ``omniflex.model.answer_shape``).
+        batch_decoding: run the decode steps of sessions that answer at the same time in one
+            forward (``omniflex.model.decode_batcher``; through the compiled forward with
+            ``compile``, else its eager reference).
     """
 
     def __init__(
@@ -139,6 +145,7 @@ class Assistant:
         info: PretrainedInfo | None = None,
         compile: bool = False,
         answer_shape: AnswerShape | None = None,
+        batch_decoding: bool = False,
     ) -> None:
         if template.input_features != model.config.input_encoders:
             raise ValueError(
@@ -159,6 +166,11 @@ class Assistant:
         self.info = info
         self.answer_shape = answer_shape
         self.lock = threading.RLock()
+        self.batcher = (
+            DecodeBatcher(self.fast or CompiledForward(self.model, compile=False), self.lock)
+            if batch_decoding
+            else None
+        )
         self.layout = model.config.vocab
         self.sample_rate = int(template.audio.sample_rate)
         self.voices: tuple[str, ...] = special.PRESET_VOICE_NAMES
@@ -174,6 +186,7 @@ class Assistant:
         cache_storage: CacheStorage = "float32",
         threads: int | None = None,
         compile: bool = False,
+        batch_decoding: bool = False,
     ) -> Assistant:
         """Load a shipped model by name (``"tiny"``) or a model folder; ``precision="float32"``
         runs flex-trained weights dequantised (exact values, faster on a CPU); ``compile``
@@ -184,7 +197,8 @@ class Assistant:
         # A model with input encoders reads media as features, whatever an old config says.
         options = {**info.template, "input_features": model.config.input_encoders}
         template = ChatTemplate.from_shipped(**options)
-        return cls(model, template, cache_storage=cache_storage, info=info, compile=compile)
+        return cls(model, template, cache_storage=cache_storage, info=info, compile=compile,
+                   batch_decoding=batch_decoding)  # fmt: skip
 
     @property
     def name(self) -> str:
@@ -231,7 +245,8 @@ class Session:
         a = assistant
         self.generator = Generator(
             a.model, a.layout, cache_storage=a.cache_storage,
-            image_grid=int(a.template.image.grid), fast=a.fast,
+            image_grid=int(a.template.image.grid), fast=a.fast, lock=a.lock,
+            batcher=a.batcher,
         )  # fmt: skip
         self._codec = copy.deepcopy(a.template.audio).eval()  # per-session streaming state
         self._spf = int(self._codec.config.samples_per_frame)
@@ -261,8 +276,9 @@ class Session:
         return self.generator.tokens
 
     def _prefill(self, ids: Sequence[int], features: InputFeatures | None = None) -> None:
-        with self.assistant.lock:
-            self.generator.prefill(ids, features=features)
+        # Not under the lock: the generator takes it for each forward, and a one-token step
+        # may wait for the decode batcher, which needs it.
+        self.generator.prefill(ids, features=features)
 
     def add_message(
         self, conversation: dict[str, Any], files: dict[str, bytes] | None = None, m: int = -1
@@ -428,8 +444,7 @@ class Session:
         codec.reset_streaming()
         with codec.streaming():
             while True:
-                with a.lock:
-                    event = next(stream, None)
+                event = next(stream, None)  # the generator locks each forward itself
                 if event is None:
                     break
                 self.generated += 1

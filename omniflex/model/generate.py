@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 
 from omniflex.model.compiled import CompiledForward
+from omniflex.model.decode_batcher import DecodeBatcher
 from omniflex.model.encoders import InputFeatures
 from omniflex.model.grammar import OUTPUTS, TokenGrammar
 from omniflex.model.kv_cache import CacheStorage, KVCache
@@ -112,6 +113,9 @@ class Generator:
             and decode steps run through its compiled graph once at least two positions are
             cached (before that — the first chunk of a sequence — eagerly: sizes 0 and 1 would
             each cost a compilation of their own).
+        lock: taken around each forward (chunk or step), for generators sharing one model.
+        batcher: a ``DecodeBatcher``: one-token steps (from two cached positions on) run through
+            it, in one forward with the steps of other generators (it takes ``lock`` itself).
     """
 
     def __init__(
@@ -123,6 +127,8 @@ class Generator:
         image_grid: int = 16,
         max_len: int | None = None,
         fast: CompiledForward | None = None,
+        lock: threading.RLock | None = None,
+        batcher: DecodeBatcher | None = None,
     ) -> None:
         if fast is not None and fast.model is not model:
             raise ValueError("the CompiledForward was built for another model")
@@ -140,6 +146,10 @@ class Generator:
         self.stop_reason: StopReason | None = None
         self.default_constraint = ModalityConstraint(layout, image_grid)
         self.fast = fast
+        self.lock = lock if lock is not None else threading.RLock()
+        self.batcher = batcher
+        if batcher is not None and batcher.fast.model is not model:
+            raise ValueError("the DecodeBatcher was built for another model")
         self._device = next(model.buffers()).device
         # input-feature rows of <|mel|>/<|patch|> placeholders, by position in ``tokens``
         self._rows: dict[int, tuple[torch.Tensor, int]] = {}
@@ -214,12 +224,17 @@ class Generator:
             at = self.cache.length
             chunk = torch.tensor([todo[start : start + chunk_size]], device=self._device)
             rows = self._chunk_features(at, chunk.shape[1])
-            if rows is not None:
-                logits = self.model(chunk, cache=self.cache, features=rows, last_only=True).logits
-            elif self.fast is not None and self.cache.length >= 2:
-                logits = self.fast(chunk, self.cache)
-            else:
-                logits = self.model(chunk, cache=self.cache, last_only=True).logits
+            if rows is None and self.batcher is not None and chunk.shape[1] == 1 and at >= 2:
+                logits = self.batcher.step(int(chunk[0, 0]), self.cache)[None, None]
+                continue
+            with self.lock:
+                if rows is not None:
+                    logits = self.model(chunk, cache=self.cache, features=rows, last_only=True)
+                    logits = logits.logits
+                elif self.fast is not None and self.cache.length >= 2:
+                    logits = self.fast(chunk, self.cache)
+                else:
+                    logits = self.model(chunk, cache=self.cache, last_only=True).logits
         self.logits = logits[0, -1]
         return self.logits
 

@@ -109,6 +109,8 @@ def _warm_up(state: ServerState) -> None:
         session.add_text("hello")
         session.answer(voice=state.assistant.voices[0], modalities=("text", "audio"),
                        max_new_tokens=8)  # fmt: skip
+    if state.assistant.batcher is not None:
+        state.assistant.batcher.warm_up(state.assistant.cache_storage)
     log.info("warm-up done", extra={"seconds": round(time.perf_counter() - start, 3)})
 
 

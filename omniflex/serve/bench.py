@@ -248,19 +248,25 @@ def run_realtime_bench(
     corpus: str = "data/tiny",
     force_speech: bool = False,
     compile: bool = False,
+    batch_decoding: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-ready results (``compile``: the compiled forward,
-    compiled by the server's warm-up before any timing)."""
+    compiled by the server's warm-up before any timing; ``batch_decoding``: concurrent
+    sessions share decode forwards, as the server does by default)."""
     import torch
 
     if turns < 1 or sessions < 1 or not speed > 0:
         raise ValueError("turns and sessions must be >= 1 and speed > 0")
     torch.set_num_threads(1)
-    assistant: Any = Assistant.from_pretrained(model, precision=precision, compile=compile)
+    assistant: Any = Assistant.from_pretrained(
+        model, precision=precision, compile=compile, batch_decoding=batch_decoding
+    )
+    batcher = assistant.batcher
     if force_speech:
         assistant = assistant.with_answer_shape(AnswerShape())
     settings = ServeSettings(model=model, precision=precision, max_sessions=sessions,
-                             api_key=None, voice_guard=True, compile=compile)  # fmt: skip
+                             api_key=None, voice_guard=True, compile=compile,
+                             batch_decoding=batch_decoding)  # fmt: skip
     questions = load_questions(corpus, turns)
     voice = assistant.voices[0]
     server, thread, url = start_in_thread(assistant, settings)
@@ -278,7 +284,9 @@ def run_realtime_bench(
                     for i in range(sessions)]  # fmt: skip
             return await asyncio.gather(*jobs)
 
+        before = (batcher.forwards, batcher.rows) if batcher is not None else (0, 0)
         multi = [t for s in asyncio.run(concurrent()) for t in s]
+        after = (batcher.forwards, batcher.rows) if batcher is not None else (0, 0)
         capacity = asyncio.run(_over_capacity(url, name, sessions))
     finally:
         server.should_exit = True
@@ -302,7 +310,11 @@ def run_realtime_bench(
         "floor_isolated_ms": stats(isolated),
         "ratio_p50_to_floor": None if ratio is None else round(ratio, 2),
         "concurrent": {"sessions": sessions, "turns": len(multi), "latency_ms": s_multi,
-                       "p90_ratio_to_single": None if conc is None else round(conc, 2)},
+                       "p90_ratio_to_single": None if conc is None else round(conc, 2),
+                       "batch_decoding": batcher is not None,
+                       "decode_rows_per_forward": (round((after[1] - before[1])
+                                                         / (after[0] - before[0]), 2)
+                                                   if after[0] > before[0] else None)},
         "rtf": {"p50": None if rtf_p50 is None else round(rtf_p50, 3),
                 "max": round(max(rtf), 3) if rtf else None},
         "capacity": capacity,

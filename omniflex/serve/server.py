@@ -19,7 +19,10 @@ def make_server(
     torch.set_num_threads(settings.threads)
     if assistant is None:
         assistant = Assistant.from_pretrained(
-            settings.model, precision=settings.precision, compile=settings.compile
+            settings.model,
+            precision=settings.precision,
+            compile=settings.compile,
+            batch_decoding=settings.batch_decoding,
         )
     app = create_app(assistant, settings)
     config = uvicorn.Config(

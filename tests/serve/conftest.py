@@ -76,7 +76,8 @@ def start_server(assistant: object, settings: ServeSettings) -> LiveServer:
 def base_assistant():
     from omniflex.model.assistant import Assistant
 
-    return Assistant.from_pretrained("tiny", precision="float32")
+    # As the server runs by default: sessions answering at once share decode forwards.
+    return Assistant.from_pretrained("tiny", precision="float32", batch_decoding=True)
 
 
 @pytest.fixture(scope="session")
