@@ -55,7 +55,7 @@ def _cmd_realtime(args: argparse.Namespace) -> int:
     result = run_realtime_bench(
         model=args.model, precision=args.precision, turns=args.turns, sessions=args.sessions,
         speed=args.speed, corpus=args.corpus, force_speech=args.force_speech,
-        compile=args.compile, batch_decoding=not args.no_batch_decoding,
+        compile=args.compile, batch_decoding=args.batch_decoding,
     )  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
@@ -180,9 +180,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "that answers without speech; compute is the real model's",
     )  # fmt: skip
     realtime.add_argument(
-        "--no-batch-decoding", action="store_true",
-        help="decode each session on its own (default: sessions answering at once share "
-        "decode forwards, as the server does)",
+        "--batch-decoding", action="store_true",
+        help="sessions answering at once share decode forwards (omniflex serve "
+        "--batch-decoding); default: each decodes on its own, as the server does by default",
     )  # fmt: skip
     realtime.add_argument(
         "--compile", action="store_true",

@@ -51,7 +51,7 @@ def serve(args: argparse.Namespace) -> int:
         session_idle_seconds=args.session_idle_seconds,
         max_audio_rate=args.max_audio_rate,
         voice_guard=False if args.no_voice_guard else None, compile=args.compile or None,
-        batch_decoding=False if args.no_batch_decoding else None,
+        batch_decoding=args.batch_decoding or None,
         allowed_hosts=tuple(args.allowed_host or ()),
         allowed_origins=tuple(args.allowed_origin or ()),
     )  # fmt: skip
@@ -118,9 +118,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
-    p.add_argument("--no-batch-decoding", action="store_true",
-                   help="decode each session on its own (default: sessions answering at once "
-                   "share each decode forward)")  # fmt: skip
+    p.add_argument("--batch-decoding", action="store_true",
+                   help="sessions answering at once share each decode forward (default: each "
+                   "session decodes on its own)")  # fmt: skip
     p.add_argument("--no-voice-guard", action="store_true",
                    help="do not pass output audio through omniflex.safety")  # fmt: skip
     p.add_argument(

@@ -9,10 +9,10 @@ dispatching ~100 small kernels, not to arithmetic), so one forward over every wa
 How: a session's ``Generator`` hands its one-token step to ``step()``, which queues it and waits.
 One worker thread takes everything queued, runs it as one ``decode_rows`` forward under the
 assistant's lock, and hands each session its logits. It never waits to fill a batch: a step that
-arrives while a forward runs joins the next one, so a lone session pays no delay, and sessions
-that decode at once share forwards. Prefill chunks are not batched; they take the lock between
-batches (``Generator`` locks each chunk), so a long prompt delays the others by one chunk at a
-time.
+arrives while a forward runs joins the next one, so a lone session pays no delay (a batch of one
+is the plain one-token step), and sessions that decode at once share forwards. Prefill chunks are
+not batched; they take the lock between batches (``Generator`` locks each chunk), so a long
+prompt delays the others by one chunk at a time.
 """
 
 from __future__ import annotations
@@ -53,10 +53,15 @@ class DecodeBatcher:
     def step(self, token: int, cache: KVCache) -> torch.Tensor:
         """Append ``token`` after ``cache``'s positions and return the next-token logits
         ``(V,)``, computed in one forward with whatever other steps are waiting."""
+        if cache.batch_size != 1 or cache.length < 1:
+            raise ValueError(
+                "a decode step continues one sequence: run its first forward through the model "
+                f"first (got a cache of {cache.batch_size} sequences, {cache.length} positions)"
+            )
         done: Future[torch.Tensor] = Future()
-        with self._count:
-            self.asked += 1
         self._queue.put((int(token), cache, done))
+        with self._count:
+            self.asked += 1  # after the put: ``asked`` steps are in the queue or taken
         return done.result()
 
     def warm_up(self, storage: CacheStorage = "float32") -> None:
@@ -107,7 +112,12 @@ class DecodeBatcher:
     def _serve(self, batch: list[tuple[int, KVCache, Future[torch.Tensor]]]) -> None:
         try:
             with self.lock:
-                logits = self.fast.decode_rows([t for t, _, _ in batch], [c for _, c, _ in batch])
+                if len(batch) == 1:  # alone: the plain step, without padding and masking
+                    token, cache, _ = batch[0]
+                    logits = self.fast(torch.tensor([[token]]), cache)[:, 0]
+                else:
+                    logits = self.fast.decode_rows([t for t, _, _ in batch],
+                                                   [c for _, c, _ in batch])  # fmt: skip
         except BaseException as err:  # each waiting session gets the error, none hangs
             for _, _, done in batch:
                 done.set_exception(err)

@@ -248,11 +248,11 @@ def run_realtime_bench(
     corpus: str = "data/tiny",
     force_speech: bool = False,
     compile: bool = False,
-    batch_decoding: bool = True,
+    batch_decoding: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-ready results (``compile``: the compiled forward,
     compiled by the server's warm-up before any timing; ``batch_decoding``: concurrent
-    sessions share decode forwards, as the server does by default)."""
+    sessions share decode forwards, as ``omniflex serve --batch-decoding`` does)."""
     import torch
 
     if turns < 1 or sessions < 1 or not speed > 0:

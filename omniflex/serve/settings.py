@@ -43,7 +43,8 @@ class ServeSettings:
             ``compile``, so that every graph is compiled before the first user).
         compile: decode through the compiled forward (``omniflex.model.compiled``).
         batch_decoding: sessions and requests answering at the same time share each decode
-            forward (``omniflex.model.decode_batcher``).
+            forward (``omniflex.model.decode_batcher``). Off by default: on a 2-core CPU it did
+            not lower concurrent latency (README, Serving).
         voice_guard: pass output audio through ``omniflex.safety`` when it is installed.
         threads: torch CPU threads.
         allowed_hosts: ``Host`` names the server answers to; empty: the loopback names when
@@ -72,7 +73,7 @@ class ServeSettings:
     temperature: float = 0.0
     warmup: bool = True
     compile: bool = False
-    batch_decoding: bool = True
+    batch_decoding: bool = False
     voice_guard: bool = True
     threads: int = 1
     allowed_hosts: tuple[str, ...] = ()

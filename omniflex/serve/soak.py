@@ -144,8 +144,7 @@ def run_soak(
     JSON-ready report."""
     if not minutes > 0 or rest < 0 or sessions < 0 or rest + sessions < 1:
         raise ValueError("minutes must be > 0 and at least one REST or Realtime client given")
-    # as the server runs by default: sessions answering at once share decode forwards
-    assistant = Assistant.from_pretrained(model, precision=precision, batch_decoding=True)
+    assistant = Assistant.from_pretrained(model, precision=precision)
     settings = ServeSettings(
         model=model, precision=precision, api_key=None, voice_guard=True,
         max_sessions=max(1, sessions), max_requests=max(4, rest * 2),

@@ -30,6 +30,27 @@ def _prefilled(model: OmniModel, n: int, seed: int):
     return cache
 
 
+def _wait(condition, seconds: float = 10.0) -> None:
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.002)
+    assert condition()
+
+
+def _held_then_together(batcher: DecodeBatcher, lock, first, rest) -> None:
+    """Run step ``first`` alone, then the steps ``rest`` as one batch: the worker takes ``first``
+    and waits for ``lock``, which this thread holds until all of ``rest`` are queued."""
+    threads = [threading.Thread(target=f) for f in (first, *rest)]
+    with lock:
+        threads[0].start()
+        _wait(lambda: batcher.asked == 1 and batcher._queue.qsize() == 0)  # taken, waiting
+        for t in threads[1:]:
+            t.start()
+        _wait(lambda: batcher._queue.qsize() == len(rest))
+    for t in threads:
+        t.join(timeout=10)
+
+
 def test_steps_waiting_together_share_one_forward() -> None:
     model = _micro()
     fast = CompiledForward(model, compile=False)
@@ -40,21 +61,11 @@ def test_steps_waiting_together_share_one_forward() -> None:
             for i, n in enumerate((3, 7, 5))]  # fmt: skip
     got: dict[int, torch.Tensor] = {}
 
-    def step(i: int) -> None:
-        got[i] = batcher.step(4, caches[i])
+    def step(i: int):
+        return lambda: got.__setitem__(i, batcher.step(4, caches[i]))
 
-    threads = [threading.Thread(target=step, args=(i,)) for i in range(3)]
-    with lock:  # the worker cannot run a forward until all three steps are handed in
-        for t in threads:
-            t.start()
-        deadline = time.time() + 10
-        while batcher.asked < 3 and time.time() < deadline:
-            time.sleep(0.005)
-    for t in threads:
-        t.join(timeout=10)
-    # The worker took the first step (and any already queued) before it waited for the lock;
-    # the rest went together into the next forward: three steps in at most two forwards.
-    assert batcher.rows == 3 and batcher.forwards <= 2 and batcher.mean_rows >= 1.5
+    _held_then_together(batcher, lock, step(0), [step(1), step(2)])
+    assert batcher.forwards == 2 and batcher.rows == 3 and batcher.mean_rows == 1.5
     for i in range(3):
         assert (got[i] - want[i]).abs().max() < 1e-5
         assert caches[i].length == (3, 7, 5)[i] + 1
@@ -63,9 +74,28 @@ def test_steps_waiting_together_share_one_forward() -> None:
 
 def test_an_error_reaches_every_waiting_step() -> None:
     model = _micro()
-    batcher = DecodeBatcher(CompiledForward(model, compile=False), threading.RLock())
+    lock = threading.RLock()
+    batcher = DecodeBatcher(CompiledForward(model, compile=False), lock)
     with pytest.raises(ValueError, match="first forward"):
         batcher.step(1, model.new_cache())  # an empty cache cannot be continued
+    # Two steps that cannot share a forward (caches of two storage kinds): both get the error.
+    flex = model.new_cache(storage="flex16")
+    with torch.no_grad():
+        model(torch.zeros(1, 3, dtype=torch.long), cache=flex, last_only=True)
+    caches = [_prefilled(model, 3, 0), _prefilled(model, 4, 1), flex]
+    errors: dict[int, BaseException] = {}
+
+    def step(i: int):
+        def run() -> None:
+            try:
+                batcher.step(1, caches[i])
+            except ValueError as err:
+                errors[i] = err
+
+        return run
+
+    _held_then_together(batcher, lock, step(0), [step(1), step(2)])
+    assert set(errors) == {1, 2} and all("storage" in str(e) for e in errors.values())
     assert batcher.step(1, _prefilled(model, 3, 0)).shape == (MICRO_LAYOUT.size,)  # still serving
     batcher.close()
 

@@ -85,9 +85,9 @@ def test_answers_a_typed_sum(assistant: Assistant):
     assert "seven" in _words(answer.text), answer.text
 
 
-# The shipped model does not yet understand speech (eval: ASR WER 0.92, spoken QA 0.03); these
+# The shipped model does not yet understand speech (eval: ASR WER 0.79, spoken QA 0.03); these
 # two stay here, strict, so that the model that does will turn them into passes.
-@pytest.mark.xfail(strict=True, reason="speech input not yet learned: ASR WER 0.92 on the eval")
+@pytest.mark.xfail(strict=True, reason="speech input not yet learned: ASR WER 0.79 on the eval")
 def test_transcribes_a_held_out_voice(assistant: Assistant):
     from omniflex.eval.capabilities import word_error_rate
 

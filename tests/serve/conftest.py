@@ -76,7 +76,7 @@ def start_server(assistant: object, settings: ServeSettings) -> LiveServer:
 def base_assistant():
     from omniflex.model.assistant import Assistant
 
-    # As the server runs by default: sessions answering at once share decode forwards.
+    # With batch decoding on (omniflex serve --batch-decoding), so the serve suite exercises it.
     return Assistant.from_pretrained("tiny", precision="float32", batch_decoding=True)
 
 
