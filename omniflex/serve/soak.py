@@ -147,7 +147,9 @@ def run_soak(
     assistant = Assistant.from_pretrained(model, precision=precision)
     settings = ServeSettings(
         model=model, precision=precision, api_key=None, voice_guard=True,
-        max_sessions=max(1, sessions), max_requests=max(4, rest * 2),
+        # twice the clients: a client reconnects at once, while the server may still be
+        # finishing its last connection's work (a slot is freed only when that has stopped)
+        max_sessions=2 * max(1, sessions), max_requests=max(4, rest * 2),
     )  # fmt: skip
     questions = load_questions(corpus, 8)
     server, thread, url = start_in_thread(assistant, settings)
