@@ -170,6 +170,9 @@ async def spoken_session(url: str, model: str, questions: list[Question], speed:
                         turn["error"] = event.error.message
                     elif kind == "response.done":
                         turn["status"] = event.response.status
+                        details = event.response.status_details
+                        if details is not None and details.reason:
+                            turn["reason"] = details.reason
                         break
                 if "stopped" in turn and "first_audio" in turn:
                     turn["latency_ms"] = (turn["first_audio"] - turn["stopped"]) * 1000
