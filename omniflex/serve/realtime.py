@@ -715,14 +715,12 @@ class RealtimeConnection:
         else:
             status, details = "completed", {"type": "completed"}
         # A refused request never reaches the model: its answer starts before this response.
-        start = session.answer_start
-        asked = asked_at.get("tokens", len(session.tokens))
-        generated = start is not None and start >= asked
-        usage = {
-            "total_tokens": len(session.tokens),
-            "input_tokens": start if generated and start is not None else asked,
-            "output_tokens": len(session.tokens) - start if generated and start is not None else 0,
-        }
+        start, total = session.answer_start, len(session.tokens)
+        asked = asked_at.get("tokens", total)
+        read, written = asked, 0
+        if start is not None and start >= asked:
+            read, written = start, total - start
+        usage = {"total_tokens": total, "input_tokens": read, "output_tokens": written}
         await stream.close(status, details, usage)
         entry = {
             "session": self.session_id, "response": stream.response_id, "status": status,

@@ -14,8 +14,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile
@@ -61,6 +61,7 @@ def _auth(request: Request, authorization: Annotated[str | None, Header()] = Non
 
 
 router = APIRouter(dependencies=[Depends(_auth)])
+T = TypeVar("T")
 
 
 def _acquire(state: ServerState) -> None:
@@ -71,6 +72,19 @@ def _acquire(state: ServerState) -> None:
             "shortly (see Retry-After)",
             code="server_at_capacity",
         )
+
+
+async def _decode_in_slot(state: ServerState, decode: Callable[..., T], *args: Any,
+                          **kwargs: Any) -> T:  # fmt: skip
+    """Take a request slot, then run ``decode`` (the request's media) on a worker thread: media
+    is decoded only inside a slot, so decoding work is bounded like generation. The slot is
+    given back if decoding fails; otherwise the caller releases it when the request ends."""
+    _acquire(state)
+    try:
+        return await run_in_threadpool(decode, *args, **kwargs)
+    except BaseException:
+        state.requests.release()
+        raise
 
 
 def _voice(state: ServerState, voice: str, param: str) -> str:
@@ -157,15 +171,10 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     state = _state(request)
     options = _chat_options(state, body)
-    _acquire(state)  # media is decoded only inside a slot: REST decoding work is bounded too
-    try:
-        conversation, files = await run_in_threadpool(
-            to_conversation, body.messages, max_audio_seconds=state.settings.max_audio_seconds,
-            max_images=state.settings.max_images,
-        )  # fmt: skip
-    except BaseException:
-        state.requests.release()
-        raise
+    conversation, files = await _decode_in_slot(
+        state, to_conversation, body.messages, max_audio_seconds=state.settings.max_audio_seconds,
+        max_images=state.settings.max_images,
+    )  # fmt: skip
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if body.stream:
         return StreamingResponse(
@@ -322,14 +331,9 @@ async def transcriptions(
         raise ApiError(400, f"response_format {response_format!r}: use json, text or verbose_json",
                        param="response_format", code="invalid_value")  # fmt: skip
     raw = await file.read()
-    _acquire(state)  # decoded inside the slot, as chat completions' media
-    try:
-        wav = await run_in_threadpool(
-            decode_audio_file, raw, param="file", max_seconds=state.settings.max_audio_seconds
-        )
-    except BaseException:
-        state.requests.release()
-        raise
+    wav = await _decode_in_slot(
+        state, decode_audio_file, raw, param="file", max_seconds=state.settings.max_audio_seconds
+    )
     conversation = {"messages": [{"role": "user", "content": [
         {"type": "audio", "file": "user.wav"}, {"type": "text", "text": ASR_PROMPT}]}]}  # fmt: skip
     options = {
