@@ -45,7 +45,8 @@ def _cmd_speech_encoder(args: argparse.Namespace) -> int:
         )
     pretrain_speech_encoder(
         model_config_of(config), config.train_data, config.val_data, config.init_speech_from,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=config.seed,
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, upsample=args.upsample,
+        augment=not args.no_augment, seed=config.seed,
         threads=config.threads or None, progress=config.progress,
     )  # fmt: skip
     print(f"speech encoder: {config.init_speech_from}")
@@ -92,6 +93,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--batch-size", type=int, default=48, help="clips a stage-0 step (default: 48)"
     )
     stage0.add_argument("--lr", type=float, default=2e-3, help="stage-0 peak rate (default: 2e-3)")
+    stage0.add_argument(
+        "--upsample", type=int, default=2,
+        help="CTC frames the letter head spells per 40 ms row (default: 2; fast voices say up "
+        "to 20 letters a second)",
+    )  # fmt: skip
+    stage0.add_argument(
+        "--no-augment", action="store_true",
+        help="train on the clips as they are, without the mel-axis warp and band/frame masks",
+    )  # fmt: skip
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     train.set_defaults(func=_cmd_train)
     return train

@@ -47,6 +47,8 @@ class ModelConfig:
             (dilations 1, 2, 4, ...; ``encoders.SpeechEncoder``); 0 is one ``Linear`` per row.
         speech_width: width of those layers.
         speech_kernel: rows each of those layers reads (kernel size).
+        speech_ffn: 0, or each of those layers is a pre-norm block (RMSNorm, convolution,
+            RMSNorm, a two-layer feed-forward of ``speech_ffn * speech_width`` units).
     """
 
     vocab: VocabLayout
@@ -65,6 +67,7 @@ class ModelConfig:
     speech_layers: int = 0
     speech_width: int = 256
     speech_kernel: int = 3
+    speech_ffn: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.vocab, dict):
@@ -75,9 +78,9 @@ class ModelConfig:
                 f"{type(self.vocab).__name__}; build one with VocabLayout.from_tokenizers(...)"
             )
         for name in ("dim", "n_layers", "n_heads", "mlp_hidden", "max_seq_len", "speech_width",
-                     "speech_kernel", "speech_layers"):  # fmt: skip
+                     "speech_kernel", "speech_layers", "speech_ffn"):  # fmt: skip
             value = getattr(self, name)
-            least = 0 if name == "speech_layers" else 1
+            least = 0 if name in ("speech_layers", "speech_ffn") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"ModelConfig.{name} must be an integer >= {least}, got {value!r}")
         if self.dim % self.n_heads:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from omniflex.model.layers import RMSNorm
 from omniflex.tokenizers import special
 from omniflex.tokenizers.audio import CausalFrontend
 from omniflex.tokenizers.streaming import StreamingModule
@@ -128,8 +129,11 @@ class SpeechEncoder(StreamingModule):
     convolutions over the rows of its clip (``kernel`` rows each, dilations 1, 2, 4, ...: with
     the defaults 15 rows, 600 ms, of left context), then a ``Linear`` to ``dim``. The
     convolutions are ``Linear`` layers over stacked past rows, so ``convert_to_flex`` converts
-    them like any other. A row's context is the ``history`` rows before it *in its clip*
-    (a run of consecutive ``<|mel|>`` positions); rows before a clip's start read zeros.
+    them like any other. With ``ffn`` each layer is a pre-norm block instead: RMSNorm, the
+    convolution, then RMSNorm and a feed-forward of ``ffn * width`` units, each added to the
+    row; an RMSNorm before the last ``Linear`` (position-wise parts: streaming is unchanged).
+    A row's context is the ``history`` rows before it *in its clip* (a run of consecutive
+    ``<|mel|>`` positions); rows before a clip's start read zeros.
     """
 
     def __init__(
@@ -140,12 +144,13 @@ class SpeechEncoder(StreamingModule):
         layers: int = 0,
         width: int = 256,
         kernel: int = 3,
+        ffn: int = 0,
     ) -> None:
         super().__init__()
-        if layers < 0 or width < 1 or kernel < 1:
+        if layers < 0 or width < 1 or kernel < 1 or ffn < 0:
             raise ValueError(
-                f"SpeechEncoder needs layers >= 0, width and kernel >= 1; got layers={layers}, "
-                f"width={width}, kernel={kernel}"
+                f"SpeechEncoder needs layers and ffn >= 0, width and kernel >= 1; got "
+                f"layers={layers}, width={width}, kernel={kernel}, ffn={ffn}"
             )
         self.features = SpeechFeatures(config)
         self.config = self.features.config
@@ -157,6 +162,16 @@ class SpeechEncoder(StreamingModule):
             self.inp = nn.Linear(self.features.row_size, width)
             self.convs = nn.ModuleList(nn.Linear(kernel * width, width) for _ in self.dilations)
             self.out = nn.Linear(width, dim)
+        self.ffn = ffn
+        if layers and ffn:
+            self.conv_norms = nn.ModuleList(RMSNorm(width) for _ in self.dilations)
+            self.ffn_norms = nn.ModuleList(RMSNorm(width) for _ in self.dilations)
+            self.ffns = nn.ModuleList(
+                nn.Sequential(nn.Linear(width, ffn * width), nn.GELU(),
+                              nn.Linear(ffn * width, width))
+                for _ in self.dilations
+            )  # fmt: skip
+            self.out_norm = RMSNorm(width)
 
     @property
     def history(self) -> int:
@@ -177,17 +192,20 @@ class SpeechEncoder(StreamingModule):
         starts = starts.to(rows.device).bool() | (index == 0)
         offset = index - torch.cummax(torch.where(starts, index, 0), 0).values  # within clip
         x = F.gelu(self.inp(rows))
-        for conv, d in zip(self.convs, self.dilations, strict=True):
+        for i, (conv, d) in enumerate(zip(self.convs, self.dilations, strict=True)):
+            h = self.conv_norms[i](x) if self.ffn else x
             taps = []
             for j in reversed(range(self.kernel)):  # oldest row first
                 s = j * d
                 if s == 0:
-                    taps.append(x)
+                    taps.append(h)
                 else:
-                    past = F.pad(x, (0, 0, s, 0))[:M]  # row r reads row r - s ...
-                    taps.append(past * (offset >= s).unsqueeze(1).to(x.dtype))  # ... of its clip
+                    past = F.pad(h, (0, 0, s, 0))[:M]  # row r reads row r - s ...
+                    taps.append(past * (offset >= s).unsqueeze(1).to(h.dtype))  # ... of its clip
             x = x + F.gelu(conv(torch.cat(taps, dim=1)))
-        return self.out(x)
+            if self.ffn:
+                x = x + self.ffns[i](self.ffn_norms[i](x))
+        return self.out(self.out_norm(x) if self.ffn else x)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         rows = self.features(audio)  # (B, positions, row_size)
@@ -314,10 +332,10 @@ class InputEncoders(nn.Module):
     """Adds projected features to the embeddings of the placeholder positions."""
 
     def __init__(self, dim: int, *, speech_layers: int = 0, speech_width: int = 256,
-                 speech_kernel: int = 3) -> None:  # fmt: skip
+                 speech_kernel: int = 3, speech_ffn: int = 0) -> None:  # fmt: skip
         super().__init__()
         self.speech = SpeechEncoder(
-            dim, layers=speech_layers, width=speech_width, kernel=speech_kernel
+            dim, layers=speech_layers, width=speech_width, kernel=speech_kernel, ffn=speech_ffn
         )
         self.image = ImagePatchEncoder(dim)
         self.mel_id = special.special_index(special.MEL)

@@ -74,7 +74,7 @@ class OmniModel(nn.Module):
         self.encoders = (
             InputEncoders(
                 C, speech_layers=config.speech_layers, speech_width=config.speech_width,
-                speech_kernel=config.speech_kernel,
+                speech_kernel=config.speech_kernel, speech_ffn=config.speech_ffn,
             )
             if config.input_encoders
             else None

@@ -80,6 +80,7 @@ from omniflex.data.speech import EspeakMissingError, augment, synthesize
 from omniflex.data.tasks import make_sample, number_words
 from omniflex.media import resample
 from omniflex.media.audio import SAMPLE_RATE
+from omniflex.model.mel_augment import warp_and_mask
 from omniflex.tokenizers.base import load_tokenizer
 from omniflex.train.schedule import CosineSchedule
 
@@ -726,35 +727,6 @@ def _pad(mels: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, lengths
 
 
-def _warp_and_mask(x: torch.Tensor, lengths: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Training-time views of raw log-mels ``(B, T, M)``: each clip stretched along the mel axis
-    by a factor in [0.88, 1.12] (vocal tract length), two frequency masks of up to 10 bands and
-    time masks of up to 6 frames (one per 2 s: longer ones hide whole words, which no context
-    in a random sentence can restore)."""
-    b, t, m = x.shape
-    floor = x.amin(dim=(1, 2), keepdim=True)
-    alpha = 0.88 + 0.24 * torch.rand(b, 1, generator=gen)
-    src = (torch.arange(m)[None] * alpha).clamp(max=m - 1)  # (B, M) source band of each band
-    lo = src.floor().long()
-    hi = (lo + 1).clamp(max=m - 1)
-    w = (src - lo)[:, None, :]
-    x = (
-        torch.gather(x, 2, lo[:, None].expand(b, t, m)) * (1 - w)
-        + torch.gather(x, 2, hi[:, None].expand(b, t, m)) * w
-    )
-    band = torch.arange(m)[None]
-    for _ in range(2):
-        width = torch.randint(0, 11, (b, 1), generator=gen)
-        start = (torch.rand(b, 1, generator=gen) * (m - width)).long()
-        x = torch.where(((band >= start) & (band < start + width))[:, None, :], floor, x)
-    frame = torch.arange(t)[None]
-    for _ in range(max(1, t // 200)):
-        width = torch.randint(0, 7, (b, 1), generator=gen)
-        start = (torch.rand(b, 1, generator=gen) * (lengths[:, None] - width).clamp_min(1)).long()
-        x = torch.where(((frame >= start) & (frame < start + width))[..., None], floor, x)
-    return x
-
-
 def _targets(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     ids = [[_CHAR_ID[c] for c in t] for t in texts]
     return torch.tensor([i for row in ids for i in row], dtype=torch.long), torch.tensor(
@@ -901,7 +873,7 @@ def train_speech_judge(
                 batches = _batches(lengths, batch_size, np_rng)
             idx = batches.pop()
             x, x_lengths = _pad([mels[i] for i in idx])
-            x = _warp_and_mask(x, x_lengths, gen)
+            x = warp_and_mask(x, x_lengths, gen)
             targets, target_lengths = _targets([clips[i].target for i in idx])
             for group in opt.param_groups:
                 group["lr"] = schedule.lr_at(step)

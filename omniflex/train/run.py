@@ -191,7 +191,7 @@ def init_weights(model: nn.Module, source: str | Path, *, speech_from: str | Pat
 
 
 _SPEECH_PREFIX = "encoders.speech."
-_SPEECH_FIELDS = ("speech_layers", "speech_width", "speech_kernel")
+_SPEECH_FIELDS = ("speech_layers", "speech_width", "speech_kernel", "speech_ffn")
 
 
 def _source_state(source: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -34,6 +34,7 @@ from omniflex.common.schedule import warmup_cosine
 from omniflex.flex import FlexConfig, convert_to_flex
 from omniflex.model.config import ModelConfig
 from omniflex.model.encoders import SpeechEncoder
+from omniflex.model.mel_augment import augment_rows
 from omniflex.model.pretrained import AUTOFLEX_FILE, model_folder_state
 from omniflex.model.token_cache import read_sidecar
 from omniflex.tokenizers import load_tokenizer, special
@@ -139,22 +140,29 @@ class HeardClips:
 
 class SpeechCTC(nn.Module):
     """An omni model's speech encoder (at the same module path, ``encoders.speech``) under a
-    letter head, in the model's precision."""
+    letter head, in the model's precision. The head spells ``upsample`` CTC frames per 40 ms
+    row: espeak-ng's fast voices say up to 20 letters a second, and CTC needs a frame per
+    letter plus a blank between doubled ones (25 frames a second cannot spell them)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, upsample: int = 2) -> None:
         super().__init__()
+        if upsample < 1:
+            raise ValueError(f"SpeechCTC needs upsample >= 1, got {upsample}")
+        self.upsample = upsample
         self.encoders = nn.Module()
         self.encoders.speech = SpeechEncoder(
             config.dim, layers=config.speech_layers, width=config.speech_width,
-            kernel=config.speech_kernel,
+            kernel=config.speech_kernel, ffn=config.speech_ffn,
         )  # fmt: skip
-        self.letters = nn.Linear(config.dim, len(LETTERS) + 1)
+        self.letters = nn.Linear(config.dim, upsample * (len(LETTERS) + 1))
         if config.precision.startswith("flex"):
             convert_to_flex(self, config=FlexConfig.from_recipe_name(config.precision))
 
     def forward(self, rows: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-        """``(M, 320)`` rows -> ``(M, letters + 1)`` log-probabilities."""
-        return F.log_softmax(self.letters(self.encoders.speech.project(rows, starts)).float(), -1)
+        """``(M, 320)`` rows -> ``(M * upsample, letters + 1)`` log-probabilities, the
+        frames of row ``r`` at ``r * upsample ...``."""
+        logits = self.letters(self.encoders.speech.project(rows, starts)).float()
+        return F.log_softmax(logits.reshape(-1, len(LETTERS) + 1), -1)
 
     def encoder_state(self) -> dict[str, Any]:
         return {k: v for k, v in self.state_dict().items() if k.startswith(_PREFIX)}
@@ -186,7 +194,7 @@ def score(model: SpeechCTC, clips: HeardClips, batch_size: int = 64) -> dict[str
     hyps: list[str] = []
     for at in range(0, len(clips), batch_size):
         rows, starts, lengths = clips.batch(np.arange(at, min(at + batch_size, len(clips))))
-        for part in torch.split(model(rows, starts), lengths):
+        for part in torch.split(model(rows, starts), [n * model.upsample for n in lengths]):
             hyps.append(greedy_spelling(part))
     model.train()
     refs = [letters_only(t) for t in clips.texts]
@@ -210,13 +218,19 @@ def pretrain_speech_encoder(
     warmup: int = 100,
     val_every: int = 250,
     val_clips: int = 200,
+    upsample: int = 2,
+    augment: bool = True,
     seed: int = 0,
     threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``config``'s speech encoder with CTC on the heard clips of ``train_cache`` (ASR
     and speech-as-ASR documents), score it on ``val_cache``'s ASR clips (held-out voices), and
-    save the encoder with the best validation WER to ``out``. Returns the training record."""
+    save the encoder with the best validation WER to ``out``. Returns the training record.
+
+    ``upsample``: CTC frames the letter head spells per row (``SpeechCTC``). ``augment``: each
+    training batch seen through ``omniflex.model.mel_augment.augment_rows`` (mel-axis warp,
+    band and frame masks), which is what lets it hear voices it never trained on."""
     if config.speech_layers < 1:
         raise ValueError(
             "pretraining the speech encoder needs a model with speech_layers >= 1 (a single "
@@ -231,7 +245,8 @@ def pretrain_speech_encoder(
     log(f"stage 0: {len(clips)} heard clips ({hours:.1f} h) from {train_cache}; "
         f"{len(val)} validation clips from {val_cache}")  # fmt: skip
     torch.manual_seed(seed)
-    model = SpeechCTC(config)
+    model = SpeechCTC(config, upsample=upsample)
+    gen = torch.Generator().manual_seed(seed)
     optimizer = build_optimizer(model, lr=lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.01)
     rng = np.random.default_rng(seed)
     targets = [torch.tensor(spell(t)) for t in clips.texts]
@@ -245,10 +260,12 @@ def pretrain_speech_encoder(
             group["lr"] = warmup_cosine(step, lr=lr, warmup=warmup, steps=steps, min_ratio=0.05)
         pick = rng.choice(len(clips), size=min(batch_size, len(clips)), replace=False)
         rows, starts, lengths = clips.batch(pick)
-        log_probs = _padded(model(rows, starts), lengths)
+        if augment:
+            rows = augment_rows(rows, lengths, gen)
+        log_probs = _padded(model(rows, starts), [n * upsample for n in lengths])
         target = [targets[i] for i in pick]
         loss = F.ctc_loss(
-            log_probs, torch.cat(target), torch.tensor(lengths),
+            log_probs, torch.cat(target), torch.tensor(lengths) * upsample,
             torch.tensor([len(t) for t in target]), zero_infinity=True,
         )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
@@ -281,6 +298,8 @@ def pretrain_speech_encoder(
             "steps": steps,
             "batch_size": batch_size,
             "lr": lr,
+            "upsample": upsample,
+            "augment": augment,
             "warmup": warmup,
             "seed": seed,
             "seconds": round(time.perf_counter() - start, 1),
@@ -310,7 +329,7 @@ def load_speech_encoder_state(folder: str | Path, config: ModelConfig) -> dict[s
             "one with `omniflex train speech-encoder`"
         )
     saved = ModelConfig.from_dict(read_json(folder / "config.json")["model"])
-    keys = ("dim", "precision", "speech_layers", "speech_width", "speech_kernel")
+    keys = ("dim", "precision", "speech_layers", "speech_width", "speech_kernel", "speech_ffn")
     diffs = {k: (getattr(saved, k), getattr(config, k)) for k in keys
              if getattr(saved, k) != getattr(config, k)}  # fmt: skip
     if diffs:

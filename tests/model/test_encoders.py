@@ -27,11 +27,14 @@ def test_speech_positions_every_40_ms():
         MelConfig(window=500)
 
 
-@pytest.mark.parametrize("layers", [0, 3])
+SHAPES = [dict(layers=0), dict(layers=3), dict(layers=3, ffn=2)]  # one Linear, convs, blocks
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("chunks", [[640] * 40, [1, 999, 3333, 17, 160, 16000], [20800]])
-def test_streaming_chunks_give_the_whole_signals_positions(chunks, layers):
+def test_streaming_chunks_give_the_whole_signals_positions(chunks, shape):
     torch.manual_seed(0)
-    enc = SpeechEncoder(32, layers=layers, width=16).eval()
+    enc = SpeechEncoder(32, width=16, **shape).eval()
     audio = _speech()
     whole = enc(audio)
     got, at = [], 0
@@ -44,9 +47,9 @@ def test_streaming_chunks_give_the_whole_signals_positions(chunks, layers):
     assert torch.allclose(streamed, whole, atol=1e-5)
 
 
-@pytest.mark.parametrize("layers", [0, 3])
-def test_speech_encoder_is_causal(layers):
-    enc = SpeechEncoder(16, layers=layers, width=16).eval()
+@pytest.mark.parametrize("shape", SHAPES)
+def test_speech_encoder_is_causal(shape):
+    enc = SpeechEncoder(16, width=16, **shape).eval()
     audio = _speech()
     changed = audio.clone()
     changed[:, 12_000:] = torch.randn_like(changed[:, 12_000:])
@@ -56,9 +59,10 @@ def test_speech_encoder_is_causal(layers):
     assert not torch.allclose(a[:, last_clean + 1 :], b[:, last_clean + 1 :])
 
 
-def test_a_clip_reads_only_its_own_rows_within_the_receptive_field():
+@pytest.mark.parametrize("ffn", [0, 2])
+def test_a_clip_reads_only_its_own_rows_within_the_receptive_field(ffn):
     torch.manual_seed(0)
-    enc = SpeechEncoder(16, layers=3, width=8, kernel=3).eval()
+    enc = SpeechEncoder(16, layers=3, width=8, kernel=3, ffn=ffn).eval()
     assert enc.history == 2 * (1 + 2 + 4)
     rows = torch.randn(40, enc.features.row_size)
     starts = torch.zeros(40, dtype=torch.bool)
