@@ -102,6 +102,19 @@ def _cmd_safety(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hearing(args: argparse.Namespace) -> int:
+    from omniflex.eval.hearing import audio_reliance
+    from omniflex.model.assistant import Assistant
+
+    assistant = Assistant.from_pretrained(args.model, precision=args.precision,
+                                          threads=args.threads)  # fmt: skip
+    result = audio_reliance(
+        assistant.model, args.cache, tasks=tuple(args.task or ["asr"]), documents=args.documents
+    )
+    print(json.dumps({"model": args.model, **result}, indent=2))
+    return 0
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``omniflex eval`` (and ``omniflex eval parity | safety``) on the top-level
     subparsers."""
@@ -184,6 +197,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     safety.add_argument("--out", help="folder for safety.json and safety.md")
     safety.add_argument("--no-progress", action="store_true", help="no progress bar")
     safety.set_defaults(func=_cmd_safety)
+    hearing = eval_sub.add_parser(
+        "hearing", help="does the model read the audio? answer loss with own / other / no speech",
+        description=(
+            "Forward held-out documents of a token cache three times — with each clip's own "
+            "log-mel rows, with another clip's rows, with zeros — and print the mean answer "
+            "loss (nats per token) of each as JSON. A model that hears scores far lower with "
+            "its own rows; one that answers from the wording's prior scores the same."
+        ),
+    )  # fmt: skip
+    hearing.add_argument("--model", default="tiny", help="model name or folder (default: tiny)")
+    hearing.add_argument(
+        "--cache", default="data/tiny/tokens/test",
+        help="token cache with log-mel rows (default: data/tiny/tokens/test, held-out voices)",
+    )  # fmt: skip
+    hearing.add_argument(
+        "--task", action="append", help="documents of this task (repeatable; default: asr)"
+    )
+    hearing.add_argument("--documents", type=int, default=60, help="(default: 60)")
+    hearing.add_argument(
+        "--precision", choices=["float32"],
+        help="run the weights in float32 (default: as trained, flex16+5)",
+    )  # fmt: skip
+    hearing.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    hearing.set_defaults(func=_cmd_hearing)
     judge = eval_sub.add_parser(
         "train-judge", help="retrain an independent judge (speech recogniser or scene judge)",
         description=(
