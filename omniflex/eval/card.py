@@ -44,6 +44,7 @@ from omniflex.common.voices import voice
 from omniflex.eval import capabilities, safety_eval
 from omniflex.eval.report import compare_results
 from omniflex.eval.report import format_value as _fmt
+from omniflex.eval.safety_eval import met_word
 from omniflex.model.pretrained import resolve_model_dir
 
 __all__ = ["MODALITIES", "Provenance", "build_card", "numbers_in", "write_card"]
@@ -459,15 +460,25 @@ def _safety(doc: _Doc, src: Provenance) -> None:
             if f["risk"] != risk:
                 continue
             base = ("figures", name)
+            clean = (*base, "values", "clean", "all")
+            span = "—"
+            if src.get("safety", *clean, "interval") is not None:
+                span = (f"{src.show('safety', *clean, 'interval', 0, digits=2)}–"
+                        f"{src.show('safety', *clean, 'interval', 1, digits=2)}")  # fmt: skip
             rows.append((
-                f["measure"], src.show("safety", *base, "values", "clean", "all", "value"),
-                src.show("safety", *base, "values", "clean", "all", "n"),
+                f["measure"], src.show("safety", *clean, "value"), span,
+                src.show("safety", *clean, "n"),
                 src.show("safety", *base, "gpt4o"), src.show("safety", *base, "goal"),
-                src.show("safety", *base, "met"),
+                met_word(f),
             ))  # fmt: skip
-        doc.table(["figure", "ours", "n", "GPT-4o", "goal", "met"], rows)
+        doc.table(["figure", "ours", "interval", "n", "GPT-4o", "goal", "met"], rows)
         doc.ul([f"{f['note']}" for f in safety["figures"].values()
                 if f["risk"] == risk and f.get("note")])  # fmt: skip
+    doc.p(
+        f"Intervals: {src.show('safety', 'interval_level', digits=0)}% Wilson intervals. Met: "
+        "the lower end of the clean figure's interval reaches the goal; 'not shown' where the "
+        "rate itself reaches it but too few samples were measured to say so."
+    )
 
 
 def _robustness(doc: _Doc, src: Provenance) -> None:
@@ -558,6 +569,15 @@ def _limitations(doc: _Doc, src: Provenance) -> None:
                         f"{src.show('safety', 'figures', name, 'goal')} (GPT-4o "
                         f"{src.show('safety', 'figures', name, 'gpt4o')})."
                     )
+    for name, f in safety["figures"].items():
+        if f.get("reaches") and not f.get("met"):
+            base = ("figures", name, "values", "clean", "all")
+            items.append(
+                f"{name} reaches its goal of {src.show('safety', 'figures', name, 'goal')} "
+                f"only as a point estimate ({src.show('safety', *base, 'value')}, n "
+                f"{src.show('safety', *base, 'n')}; interval from "
+                f"{src.show('safety', *base, 'interval', 0)}): too few samples to show it."
+            )
     if safety.get("errors"):
         items.append("Some safety samples raised and are left out (see the safety JSON).")
     if "latency" not in src.data:

@@ -188,6 +188,13 @@ def test_limitations_are_written_from_the_numbers(inputs, tmp_path) -> None:
     # The voice classifier under noise (0.9) misses the goal (0.96); clean (0.97) meets it.
     assert "voice_precision (noise_10db) is 0.900 (n 42) against a goal of 0.960" in limits
     assert "voice_precision (clean)" not in limits
+    # ... as a point; 42 streams cannot show 0.96: the card says so and shows the interval.
+    assert (
+        "voice_precision reaches its goal of 0.960 only as a point estimate (0.970, n 42; "
+        "interval from 0.877): too few samples to show it." in limits
+    )
+    assert "| 0.970 | 0.88–1.00 | 42 | 0.960 | 0.960 | not shown |" in full
+    assert "Intervals: 95% Wilson intervals." in full
     assert "Speech latency p50 (ms) is 402.6 against a target of ≤ 320." in limits
     assert (
         "asr_wer of flex16+5 differs from float32 by -0.062 (flex16+5 0.000, float32 0.062; "
