@@ -17,7 +17,7 @@ SUBCOMMANDS = [
     ["model"], ["model", "export"], ["model", "list"], ["bench", "realtime"], ["eval"],
     ["eval", "parity"], ["eval", "safety"], ["chat"], ["serve"], ["card"], ["safety"],
     ["bench", "soak"], ["safety", "train-voice"], ["safety", "train-moderation"],
-    ["safety", "eval"],
+    ["safety", "eval"], ["eval", "hearing"],
 ]  # fmt: skip
 
 
